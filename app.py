@@ -1,0 +1,39 @@
+"""Application factory: config, logging, services, blueprints, error handlers. No routes here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from loguru import logger
+
+import config
+from blueprints import register_blueprints
+from blueprints.access_log import register_access_log
+from blueprints.error_handlers import register_error_handlers
+from services.gateway import build_gateway
+from services.log_setup import configure_logging
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build a Relay app from the environment (and test overrides)."""
+    settings = config.load()
+    if overrides:
+        settings = config.replace(settings, **overrides)
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["relay"] = build_gateway(settings)
+    register_access_log(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    for backend in settings.backends:
+        logger.info(
+            "backend {} ({}) serves models {}",
+            backend.name,
+            backend.type,
+            ", ".join(backend.models),
+        )
+    return app

@@ -1,0 +1,37 @@
+"""HTTP in and out. Builds the /v1 blueprint tree and gives views the app's Gateway."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app
+
+from services.gateway import Gateway
+
+
+def gateway() -> Gateway:
+    """Return the Gateway built by create_app for this app."""
+    return current_app.extensions["relay"]  # type: ignore[no-any-return]
+
+
+def register_blueprints(app: Flask) -> None:
+    from blueprints import auth, chat, health, models
+
+    v1 = Blueprint("v1", __name__, url_prefix="/v1")
+    v1.before_request(auth.require_api_key)
+    v1.register_blueprint(chat.bp)
+    v1.register_blueprint(models.bp)
+    app.register_blueprint(v1)
+    app.register_blueprint(health.bp)
+
+
+def json_body() -> object:
+    """Return the parsed JSON body; raise a 400 when it is missing or not JSON."""
+    from flask import request
+
+    from services.errors import InvalidRequestError
+
+    if not request.get_data(cache=True):
+        raise InvalidRequestError("The request body is empty; send a JSON object.")
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequestError("The request body is not valid JSON.")
+    return body

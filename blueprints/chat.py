@@ -1,0 +1,31 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g
+
+from blueprints import gateway, json_body
+from blueprints.streaming import sse_response
+from services import chat
+from services.openai_format import (
+    StreamStats,
+    parse_chat_request,
+    render_chat_completion,
+    render_chat_stream,
+)
+
+bp = Blueprint("chat", __name__)
+
+
+@bp.post("/chat/completions")
+def create_chat_completion() -> Response | dict[str, object]:
+    req = parse_chat_request(json_body())
+    g.access.update(model=req.model, stream=req.stream)
+    if req.stream:
+        backend, deltas = chat.stream(gateway(), req)
+        stats = g.access["stats"] = StreamStats()
+        g.access["backend"] = backend.name
+        return sse_response(render_chat_stream(deltas, req.model, req.include_usage, stats))
+    backend, result = chat.complete(gateway(), req)
+    g.access.update(backend=backend.name, usage=result.usage)
+    return render_chat_completion(result, req.model)

@@ -1,0 +1,54 @@
+"""Every error, ours or Flask's, leaves as the OpenAI envelope with the right status."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, request
+from loguru import logger
+from werkzeug.exceptions import HTTPException
+
+from services.errors import (
+    GatewayError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    RateLimitError,
+    RequestTooLargeError,
+)
+
+
+def render_error(error: GatewayError) -> Response:
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _from_http(e: HTTPException) -> GatewayError:
+    status = e.code or 500
+    if status == 404:
+        return NotFoundError(f"Unknown path: {request.method} {request.path}")
+    if status == 405:
+        return MethodNotAllowedError(f"Method {request.method} is not allowed on {request.path}.")
+    if status == 413:
+        return RequestTooLargeError("The request body is larger than this gateway accepts.")
+    if status == 429:
+        return RateLimitError(e.description or "Rate limit exceeded.")
+    if 400 <= status < 500:
+        return InvalidRequestError(e.description or "Bad request.")
+    return GatewayError("Relay could not handle the request.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(GatewayError)
+    def gateway_error(e: GatewayError) -> Response:
+        return render_error(e)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        return render_error(_from_http(e))
+
+    @app.errorhandler(Exception)
+    def unexpected_error(e: Exception) -> Response:
+        logger.opt(exception=e).error("unhandled error on {} {}", request.method, request.path)
+        return render_error(GatewayError("Relay failed to handle the request."))

@@ -1,0 +1,21 @@
+"""GET /health (liveness, no upstream call) and GET /ready (every backend answers). No auth."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from blueprints import gateway
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@bp.get("/ready")
+def ready() -> tuple[dict[str, object], int]:
+    report = gateway().router.check_all()
+    ok = all(b["status"] == "ok" for b in report.values())
+    return {"status": "ok" if ok else "unavailable", "backends": report}, 200 if ok else 503

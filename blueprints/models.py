@@ -1,0 +1,20 @@
+"""GET /v1/models and GET /v1/models/<id>."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from blueprints import gateway
+from services.openai_format import render_model, render_model_list
+
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/models")
+def list_models() -> dict[str, object]:
+    return render_model_list(gateway().router.list_models())
+
+
+@bp.get("/models/<path:model_id>")
+def retrieve_model(model_id: str) -> dict[str, object]:
+    return render_model(gateway().router.find_model(model_id))

@@ -1,0 +1,326 @@
+"""Every setting Relay reads, its default, its parser and its check.
+
+The only module that reads the environment. `load()` merges, lowest first: built-in defaults,
+the optional TOML file named by RELAY_CONFIG, a `.env` file in the working directory, and the
+process environment. Any bad value raises ConfigError with one line naming the setting.
+Imports only the standard library and python-dotenv, so gunicorn.conf.py may import it before
+gevent patches the worker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+LOG_LEVELS = {
+    "error": "ERROR",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "info": "INFO",
+    "debug": "DEBUG",
+}
+BACKEND_TYPES = ("ollama",)
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """One upstream server: its type, where it is and which model names it serves."""
+
+    name: str
+    type: str
+    url: str
+    models: tuple[str, ...] = ("*",)
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1
+    worker_connections: int = 1000
+    log_level: str = "INFO"
+    log_dir: str | None = None
+    api_keys: tuple[str, ...] = ()
+    allow_open: bool = False
+    max_body_bytes: int = 20 * 1024 * 1024
+    backends: tuple[BackendSettings, ...] = ()
+    fetch_image_urls: bool = False
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_fetch_allow_private: bool = False
+    image_fetch_timeout: float = 10.0
+    config_file: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def open_access(self) -> bool:
+        """True when no API key is configured, so every caller is let in."""
+        return not self.api_keys
+
+
+# name -> (meaning, default shown in docs). The README's configuration table follows this list.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "HOST": ("address to listen on", "127.0.0.1"),
+    "PORT": ("port to listen on", "3000"),
+    "OLLAMA_BASE_URL": ("Ollama server (also read as OLLAMA_API)", "http://localhost:11434"),
+    "LOG_LEVEL": ("error, warn, info or debug", "info"),
+    "RELAY_LOG_DIR": ("also write logs to <dir>/relay.<pid>.log (one file per worker)", "unset"),
+    "RELAY_API_KEYS": ("comma-separated Bearer keys callers must send", "unset"),
+    "RELAY_ALLOW_OPEN": ("allow running without keys on a non-loopback address", "false"),
+    "RELAY_CONFIG": ("path to a TOML file for backends and richer settings", "unset"),
+    "RELAY_WORKERS": ("gunicorn worker processes", "1"),
+    "RELAY_WORKER_CONNECTIONS": ("concurrent connections per gevent worker", "1000"),
+    "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
+    "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
+    "RELAY_READ_TIMEOUT": ("longest wait in seconds for a backend's next bytes (504 after)", "600"),
+    "RELAY_FETCH_IMAGE_URLS": ("download http(s) image URLs for backends that need bytes", "false"),
+    "RELAY_IMAGE_MAX_BYTES": ("largest image accepted, inline or downloaded", "10485760"),
+    "RELAY_IMAGE_FETCH_ALLOW_PRIVATE": ("allow image downloads from private addresses", "false"),
+    "RELAY_IMAGE_FETCH_TIMEOUT": ("seconds allowed for one image download", "10"),
+}
+
+
+def load(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
+    """Build the settings from defaults, RELAY_CONFIG, `.env` and the environment."""
+    env: dict[str, str] = {}
+    if dotenv_path and os.path.isfile(dotenv_path):
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return _build(env)
+
+
+def _build(env: Mapping[str, str]) -> Settings:
+    file_path = env.get("RELAY_CONFIG") or None
+    doc = _read_toml(file_path) if file_path else {}
+    server = _table(doc, "server")
+    images = _table(doc, "images")
+
+    def pick(var: str, table: Mapping[str, Any], key: str, default: Any) -> tuple[str, Any]:
+        # The environment wins over the file, the file over the default.
+        if env.get(var, "") != "":
+            return var, env[var]
+        if key in table:
+            return f"RELAY_CONFIG {key}", table[key]
+        return var, default
+
+    host = _str(*pick("HOST", server, "host", "127.0.0.1"))
+    settings = Settings(
+        host=host,
+        port=_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
+        workers=_int(*pick("RELAY_WORKERS", server, "workers", 1), lo=1, hi=256),
+        worker_connections=_int(
+            *pick("RELAY_WORKER_CONNECTIONS", server, "worker_connections", 1000), lo=1, hi=100_000
+        ),
+        log_level=_log_level(*pick("LOG_LEVEL", server, "log_level", "info")),
+        log_dir=_str(*pick("RELAY_LOG_DIR", server, "log_dir", "")) or None,
+        api_keys=_keys(*pick("RELAY_API_KEYS", server, "api_keys", "")),
+        allow_open=_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),
+        max_body_bytes=_int(
+            *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
+        ),
+        backends=_backends(env, doc),
+        fetch_image_urls=_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
+        image_max_bytes=_int(
+            *pick("RELAY_IMAGE_MAX_BYTES", images, "max_bytes", 10 * 1024 * 1024), lo=1
+        ),
+        image_fetch_allow_private=_bool(
+            *pick("RELAY_IMAGE_FETCH_ALLOW_PRIVATE", images, "allow_private", False)
+        ),
+        image_fetch_timeout=_float(
+            *pick("RELAY_IMAGE_FETCH_TIMEOUT", images, "fetch_timeout", 10.0), lo=0.1
+        ),
+        config_file=file_path,
+        extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
+    )
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether a listen address only accepts connections from this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, bound_hosts: list[str]) -> str | None:
+    """Refuse to serve without keys off loopback unless opted in; return a warning otherwise."""
+    exposed = [h for h in bound_hosts if not is_loopback(h)]
+    if not settings.open_access:
+        return None
+    if exposed and not settings.allow_open:
+        raise ConfigError(
+            f"RELAY_API_KEYS is empty but Relay would listen on {exposed[0]}, reachable from other "
+            "machines; set RELAY_API_KEYS, bind HOST=127.0.0.1, or set RELAY_ALLOW_OPEN=true"
+        )
+    where = "every address" if exposed else "loopback only"
+    return f"no API keys configured (RELAY_API_KEYS): every caller is let in ({where})"
+
+
+# --- backends -----------------------------------------------------------------------------
+
+
+def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSettings, ...]:
+    connect = _float("RELAY_CONNECT_TIMEOUT", env.get("RELAY_CONNECT_TIMEOUT") or 5.0, lo=0.01)
+    read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
+    tables = doc.get("backends")
+    if tables is None:
+        var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
+        url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API") or "http://localhost:11434"
+        return (
+            BackendSettings(
+                name="ollama",
+                type="ollama",
+                url=_url(var, url),
+                connect_timeout=connect,
+                read_timeout=read,
+            ),
+        )
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(
+            "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
+        )
+    out = []
+    for name, table in tables.items():
+        where = f"RELAY_CONFIG backends.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        kind = table.get("type", "ollama")
+        if kind not in BACKEND_TYPES:
+            raise ConfigError(
+                f"{where}.type must be one of {', '.join(BACKEND_TYPES)}, got {kind!r}"
+            )
+        if "url" not in table:
+            raise ConfigError(f"{where}.url is required")
+        models = table.get("models", ["*"])
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError(f"{where}.models must be a list of model names or globs")
+        out.append(
+            BackendSettings(
+                name=name,
+                type=kind,
+                url=_url(f"{where}.url", table["url"]),
+                models=tuple(models),
+                connect_timeout=_float(
+                    f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
+                ),
+                read_timeout=_float(
+                    f"{where}.read_timeout", table.get("read_timeout", read), lo=0.01
+                ),
+            )
+        )
+    return tuple(out)
+
+
+# --- value parsers: each names the setting in its error -----------------------------------
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"RELAY_CONFIG cannot read {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"RELAY_CONFIG {path!r} is not valid TOML: {e}") from None
+
+
+def _table(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"RELAY_CONFIG [{name}] must be a table")
+    return value
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value.strip()
+
+
+def _int(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    try:
+        if isinstance(value, bool | float):
+            raise ValueError
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ConfigError(f"{name} must be {bounds}, got {number}")
+    return number
+
+
+def _float(name: str, value: Any, *, lo: float | None = None) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if lo is not None and not number >= lo:
+        raise ConfigError(f"{name} must be at least {lo}, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _log_level(name: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of error, warn, info, debug; got {value!r}")
+    return LOG_LEVELS[text]
+
+
+def _keys(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    keys = tuple(str(k).strip() for k in items if str(k).strip())
+    for key in keys:
+        if len(key) < 8 or any(c.isspace() for c in key):
+            raise ConfigError(f"{name} has a key shorter than 8 characters or with spaces in it")
+    return keys
+
+
+def _url(name: str, value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be an http(s) URL like http://localhost:11434, got {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port: {value!r}") from None
+    return text
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """Return a copy of the settings with some fields changed (used by tests)."""
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,50 @@
+"""gunicorn settings for Relay, derived from the same configuration the app reads.
+
+Imports only `config` (standard library and python-dotenv): nothing here may import the app,
+requests or ssl, because this file runs in the master before gevent patches the workers.
+Bad configuration stops start-up here, once, with one line.
+"""
+
+import sys
+
+import config as relay_config
+
+try:
+    _settings = relay_config.load()
+except relay_config.ConfigError as _error:
+    sys.stderr.write(f"relay: configuration error: {_error}\n")
+    sys.exit(2)
+
+bind = [
+    f"[{_settings.host}]:{_settings.port}"
+    if ":" in _settings.host
+    else f"{_settings.host}:{_settings.port}"
+]
+workers = _settings.workers
+worker_class = "gevent"
+worker_connections = _settings.worker_connections
+# Streams may run for minutes; gevent workers heartbeat on their own, so this only bounds a
+# worker that is truly stuck. graceful_timeout lets streams in flight finish on restart.
+timeout = 120
+graceful_timeout = 30
+keepalive = 75
+accesslog = None  # Relay writes its own access line per request
+errorlog = "-"
+loglevel = {"DEBUG": "info", "INFO": "info", "WARNING": "warning"}.get(_settings.log_level, "error")
+preload_app = False  # the app must load after gevent patches the worker (DESIGN §8.5)
+proc_name = "relay"
+# gunicorn 27's control socket lives at one path per user; several gateways on a machine would
+# fight over it, and Relay does not use it.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Check the real bind addresses (the command line may override HOST) before serving."""
+    hosts = [address.rsplit(":", 1)[0].strip("[]") for address in server.cfg.bind]
+    try:
+        warning = relay_config.check_exposure(_settings, hosts)
+    except relay_config.ConfigError as error:
+        sys.stderr.write(f"relay: configuration error: {error}\n")
+        sys.exit(2)
+    if warning:
+        server.log.warning("relay: %s", warning)

@@ -1,0 +1,1 @@
+"""Relay's logic: translation, routing and backends. Knows nothing of Flask routing."""

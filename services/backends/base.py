@@ -1,0 +1,137 @@
+"""What every backend offers, and the one place where `requests` errors become GatewayErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any, ClassVar
+
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+
+from config import BackendSettings
+from services.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from services.images import ImageLoader
+from services.types import ChatDelta, ChatRequest, ChatResult, ModelInfo, ToolCall, Usage, new_id
+
+
+class Backend:
+    """A named upstream server. Subclasses implement list_models() and stream_chat()."""
+
+    type: ClassVar[str] = "base"
+    label: ClassVar[str] = "Backend"
+
+    def __init__(self, settings: BackendSettings, images: ImageLoader, pool_size: int) -> None:
+        self.name = settings.name
+        self.url = settings.url
+        self.model_patterns = settings.models
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.images = images
+        self.session = requests.Session()
+        # One pool slot per concurrent request of the worker, or gevent requests queue up
+        # behind the default ten (gevent/gevent#355).
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    @property
+    def title(self) -> str:
+        """Name the backend in messages, e.g. "Ollama backend 'gpu1'"."""
+        return f"{self.label} backend '{self.name}'"
+
+    def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
+    def stream_chat(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+        raise NotImplementedError
+
+    def chat(self, req: ChatRequest) -> ChatResult:
+        """Run a whole turn; by default by collecting the stream."""
+        content: list[str] = []
+        reasoning: list[str] = []
+        calls: list[ToolCall] = []
+        for d in self.stream_chat(req):
+            content.append(d.content)
+            reasoning.append(d.reasoning)
+            calls.extend(d.tool_calls)
+            if d.finish_reason is not None:
+                return ChatResult(
+                    "".join(content),
+                    "".join(reasoning),
+                    tuple(calls),
+                    d.finish_reason,
+                    d.usage or Usage(),
+                )
+        raise UpstreamError(f"{self.title} ended its reply early.")
+
+    def check(self) -> None:
+        """Raise a GatewayError when the backend does not answer."""
+        self.list_models()
+
+    # --- HTTP plumbing --------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        stream: bool = False,
+        timeout: tuple[float, float] | None = None,
+    ) -> requests.Response:
+        """Send one request; map transport failures and non-2xx answers to GatewayErrors."""
+        try:
+            resp = self.session.request(
+                method, self.url + path, json=json, stream=stream, timeout=timeout or self.timeout
+            )
+        except requests.Timeout:
+            raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None
+        except requests.ConnectionError as e:
+            logger.warning("{} unreachable: {}", self.title, type(e).__name__)
+            raise UpstreamUnavailableError(f"{self.title} cannot be reached.") from None
+        except requests.RequestException as e:
+            raise UpstreamError(f"{self.title} request failed: {type(e).__name__}.") from None
+        if resp.status_code >= 400:
+            try:
+                raise self._error_from_response(resp)
+            finally:
+                resp.close()
+        return resp
+
+    def _iter_body(self, resp: requests.Response) -> Iterator[bytes]:
+        """Yield body bytes as they arrive, mapping mid-stream transport failures."""
+        try:
+            if resp.raw.chunked:
+                yield from resp.iter_content(chunk_size=None)
+            else:
+                while chunk := resp.raw.read1(65536):
+                    yield chunk
+        except requests.ConnectionError as e:
+            if e.args and isinstance(e.args[0], ReadTimeoutError):
+                raise UpstreamTimeoutError(f"{self.title} stopped sending in time.") from None
+            raise UpstreamError(f"{self.title} dropped the connection mid-reply.") from None
+        except (requests.RequestException, ReadTimeoutError, OSError) as e:
+            if isinstance(e, ReadTimeoutError | TimeoutError):
+                raise UpstreamTimeoutError(f"{self.title} stopped sending in time.") from None
+            raise UpstreamError(f"{self.title} dropped the connection mid-reply.") from None
+
+    def _json(self, resp: requests.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            raise UpstreamError(f"{self.title} sent a reply that is not JSON.") from None
+
+    def _error_from_response(self, resp: requests.Response) -> GatewayError:
+        """Map a non-2xx answer to a GatewayError; backends refine this with their policy."""
+        return UpstreamError(f"{self.title} failed with HTTP {resp.status_code}.")
+
+
+def new_tool_call(index: int, call_id: str | None, name: str, arguments: str) -> ToolCall:
+    """Build a ToolCall, making up an id when the backend sent none."""
+    return ToolCall(id=call_id or new_id("call_"), name=name, arguments=arguments, index=index)

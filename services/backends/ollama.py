@@ -1,0 +1,303 @@
+"""Ollama backend: /api/chat (NDJSON stream or one JSON object) and /api/tags.
+
+Translation follows reference/ollama-api.md; the §6 table lists the faults of Ollama's own
+OpenAI layer that this adapter avoids (max_completion_tokens, tool_choice, call indexes,
+finish_reason after tool calls, mid-stream errors, streams that end without done).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Mapping
+from datetime import datetime
+from typing import Any
+
+import requests
+from loguru import logger
+
+from services.backends.base import Backend, new_tool_call
+from services.errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+from services.ndjson import iter_ndjson
+from services.types import ChatDelta, ChatRequest, ChatResult, Message, ModelInfo, ToolCall, Usage
+
+# OpenAI reasoning_effort -> Ollama think (as Ollama's own layer maps it, reference §5.1).
+THINK = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "max",
+    "max": "max",
+}
+
+
+class OllamaBackend(Backend):
+    type = "ollama"
+    label = "Ollama"
+
+    def list_models(self) -> list[ModelInfo]:
+        with self._send("GET", "/api/tags") as resp:
+            body = self._json(resp)
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            raise UpstreamError(f"{self.title} sent a model list without 'models'.")
+        return [
+            ModelInfo(id=m["name"], created=_unix(m.get("modified_at")), owned_by=self.name)
+            for m in models
+            if isinstance(m, dict) and isinstance(m.get("name"), str)
+        ]
+
+    def check(self) -> None:
+        with self._send("GET", "/api/version", timeout=(self.timeout[0], 5.0)):
+            pass
+
+    def chat(self, req: ChatRequest) -> ChatResult:
+        with self._post_chat(req, stream=False) as resp:
+            body = self._json(resp)
+        if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
+            raise UpstreamError(f"{self.title} sent a reply without 'message'.")
+        message = body["message"]
+        calls = _tool_calls(message.get("tool_calls"), 0)
+        logger.debug(
+            "{} -> done_reason={} tokens={}+{} tool_calls={}",
+            self.title,
+            body.get("done_reason"),
+            body.get("prompt_eval_count", 0),
+            body.get("eval_count", 0),
+            len(calls),
+        )
+        return ChatResult(
+            content=message.get("content") or "",
+            reasoning=message.get("thinking") or "",
+            tool_calls=calls,
+            finish_reason=_finish_reason(body.get("done_reason"), bool(calls)),
+            usage=_usage(body),
+        )
+
+    def stream_chat(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+        resp = self._post_chat(req, stream=True)
+        try:
+            calls_seen = 0
+            for chunk in iter_ndjson(self._iter_body(resp)):
+                if not isinstance(chunk, dict):
+                    raise ValueError("not an object")
+                if "error" in chunk:  # mid-stream failure, reference §3.2
+                    raise UpstreamError(f"{self.title} failed mid-reply: {chunk['error']}")
+                message = chunk.get("message") or {}
+                calls = _tool_calls(message.get("tool_calls"), calls_seen)
+                calls_seen += len(calls)
+                if message.get("content") or message.get("thinking") or calls:
+                    yield ChatDelta(
+                        content=message.get("content") or "",
+                        reasoning=message.get("thinking") or "",
+                        tool_calls=calls,
+                    )
+                if chunk.get("done"):
+                    logger.debug(
+                        "{} -> stream done done_reason={} tokens={}+{} tool_calls={}",
+                        self.title,
+                        chunk.get("done_reason"),
+                        chunk.get("prompt_eval_count", 0),
+                        chunk.get("eval_count", 0),
+                        calls_seen,
+                    )
+                    yield ChatDelta(
+                        finish_reason=_finish_reason(chunk.get("done_reason"), calls_seen > 0),
+                        usage=_usage(chunk),
+                    )
+                    return
+            # A stream that closes without done:true was cut (crash, OOM, unload), §6 #21.
+            raise UpstreamError(f"{self.title} ended the stream before it was complete.")
+        except ValueError:
+            raise UpstreamError(f"{self.title} sent a malformed stream line.") from None
+        finally:
+            resp.close()  # on client disconnect too: Ollama stops generating
+
+    # --- translation ----------------------------------------------------------------------
+
+    def _post_chat(self, req: ChatRequest, *, stream: bool) -> requests.Response:
+        payload = self._to_ollama(req, stream)
+        logger.debug(
+            "{} <- POST /api/chat model={} messages={} images={} tools={} options={} format={} "
+            "think={} stream={}",
+            self.title,
+            payload["model"],
+            len(payload["messages"]),
+            sum(len(m.get("images", ())) for m in payload["messages"]),
+            len(payload.get("tools", ())),
+            sorted(payload.get("options", {})),
+            "format" in payload,
+            payload.get("think"),
+            stream,
+        )
+        try:
+            return self._send("POST", "/api/chat", json=payload, stream=stream)
+        except InvalidRequestError as e:
+            # Models that cannot think reject `think`; answering without reasoning is what
+            # an OpenAI client expects from a model that has none (reference §6 #11).
+            if "think" in payload and "does not support thinking" in e.message:
+                del payload["think"]
+                return self._send("POST", "/api/chat", json=payload, stream=stream)
+            raise
+
+    def _to_ollama(self, req: ChatRequest, stream: bool) -> dict[str, Any]:
+        # temperature and top_p are sent only when given, so the Modelfile's defaults apply
+        # otherwise (Ollama's own layer forces 1.0, reference §6 #2).
+        options: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("temperature", req.temperature),
+                ("top_p", req.top_p),
+                ("num_predict", req.max_tokens),
+                ("seed", req.seed),
+                ("presence_penalty", req.presence_penalty),
+                ("frequency_penalty", req.frequency_penalty),
+                ("stop", list(req.stop) or None),
+            )
+            if v is not None
+        }
+        if isinstance(req.extra.get("options"), dict):  # Ollama-specific, e.g. num_ctx
+            options.update(req.extra["options"])
+        payload: dict[str, Any] = {
+            "model": req.model,
+            "messages": self._messages(req.messages),
+            "stream": stream,
+        }
+        if options:
+            payload["options"] = options
+        tools = _select_tools(req.tools, req.tool_choice)
+        if tools:
+            payload["tools"] = tools
+        if req.response_format is not None:
+            if req.response_format["type"] == "json_object":
+                payload["format"] = "json"
+            else:
+                payload["format"] = req.response_format["json_schema"].get("schema") or "json"
+        if req.reasoning_effort is not None:
+            payload["think"] = THINK[req.reasoning_effort]
+        if "keep_alive" in req.extra:
+            payload["keep_alive"] = req.extra["keep_alive"]
+        return payload
+
+    def _messages(self, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+        names_by_call_id: dict[str, str] = {}
+        out = []
+        for i, m in enumerate(messages):
+            role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+            msg: dict[str, Any] = {"role": role, "content": m.text()}
+            images = [
+                self.images.load_base64(url, f"messages[{i}].content") for url in m.image_urls()
+            ]
+            if images:
+                msg["images"] = images
+            if m.tool_calls:
+                msg["tool_calls"] = [_call_to_ollama(c, i) for c in m.tool_calls]
+                names_by_call_id.update({c.id: c.name for c in m.tool_calls})
+            if m.reasoning:
+                msg["thinking"] = m.reasoning
+            if role == "tool":
+                name = m.name or names_by_call_id.get(m.tool_call_id or "")
+                if name:
+                    msg["tool_name"] = name
+                if m.tool_call_id:
+                    msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
+        return out
+
+    def _error_from_response(self, resp: requests.Response) -> GatewayError:
+        try:
+            message = str(resp.json().get("error", ""))
+        except (ValueError, AttributeError):
+            message = ""
+        status = resp.status_code
+        if not message:
+            return UpstreamError(f"{self.title} failed with HTTP {status} and no error message.")
+        if status == 404:
+            return ModelNotFoundError(f"{self.title}: {message}", param="model")
+        if status == 400:
+            if "context length" in message:
+                return InvalidRequestError(
+                    f"{self.title}: {message}", param="messages", code="context_length_exceeded"
+                )
+            return InvalidRequestError(f"{self.title} rejected the request: {message}")
+        if status == 429:
+            return RateLimitError(f"{self.title} is rate limited: {message}", retry_after=1)
+        if status == 503:
+            return UpstreamUnavailableError(f"{self.title} is busy: {message}", retry_after=1)
+        return UpstreamError(f"{self.title} failed (HTTP {status}): {message}")
+
+
+def _select_tools(
+    tools: tuple[Mapping[str, Any], ...], choice: str | Mapping[str, Any] | None
+) -> list[Mapping[str, Any]]:
+    """Apply tool_choice (Ollama ignores it): 'none' sends no tools, a name only that one."""
+    if choice == "none":
+        return []
+    if isinstance(choice, Mapping):
+        wanted = choice["function"]["name"]
+        return [t for t in tools if t["function"]["name"] == wanted]
+    return list(tools)
+
+
+def _call_to_ollama(call: ToolCall, message_index: int) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        raise InvalidRequestError(
+            "Tool call arguments must be JSON text.",
+            param=f"messages[{message_index}].tool_calls[{call.index}].function.arguments",
+        ) from None
+    out: dict[str, Any] = {
+        "function": {"index": call.index, "name": call.name, "arguments": arguments}
+    }
+    if call.id:
+        out["id"] = call.id
+    return out
+
+
+def _tool_calls(raw: Any, first_index: int) -> tuple[ToolCall, ...]:
+    # Ollama sends arguments as an object and may omit ids (before v0.12.10) or repeat index 0;
+    # we number calls ourselves across the whole turn (reference §2.3, §6 #4 and #7).
+    if not isinstance(raw, list):
+        return ()
+    calls: list[ToolCall] = []
+    for call in raw:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            continue
+        arguments = fn.get("arguments", {})
+        text = (
+            arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+        )
+        calls.append(new_tool_call(first_index + len(calls), call.get("id"), fn["name"], text))
+    return tuple(calls)
+
+
+def _finish_reason(done_reason: Any, saw_tool_calls: bool) -> str:
+    # Ollama has no tool_calls done_reason; a turn that called tools ends with "stop" (§2.1).
+    if done_reason == "length":
+        return "length"
+    return "tool_calls" if saw_tool_calls else "stop"
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    # Zero counts are omitted from Ollama's JSON (omitempty), so a missing one means 0.
+    return Usage(
+        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+        completion_tokens=int(body.get("eval_count") or 0),
+    )
+
+
+def _unix(stamp: Any) -> int:
+    try:
+        return int(datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0

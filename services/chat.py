@@ -1,0 +1,42 @@
+"""Chat use cases: route a request to its backend, run it whole or as a primed stream."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from services.backends.base import Backend
+from services.gateway import Gateway
+from services.types import ChatDelta, ChatRequest, ChatResult
+
+
+def complete(gw: Gateway, req: ChatRequest) -> tuple[Backend, ChatResult]:
+    """Run a whole chat turn on the backend that serves the model."""
+    backend = gw.router.resolve(req.model)
+    return backend, backend.chat(req)
+
+
+def stream(gw: Gateway, req: ChatRequest) -> tuple[Backend, Generator[ChatDelta, None, None]]:
+    """Start a streamed turn; its first delta is pulled now so errors come before headers."""
+    backend = gw.router.resolve(req.model)
+    deltas = backend.stream_chat(req)
+    try:
+        first = next(deltas)
+    except StopIteration:
+        first = None
+    except BaseException:
+        deltas.close()
+        raise
+    return backend, _primed(first, deltas)
+
+
+def _primed(
+    first: ChatDelta | None, rest: Generator[ChatDelta, None, None]
+) -> Generator[ChatDelta, None, None]:
+    # A plain generator (not itertools.chain) so close() reaches the upstream at once when the
+    # client goes away (DESIGN §8.6).
+    try:
+        if first is not None:
+            yield first
+        yield from rest
+    finally:
+        rest.close()

@@ -1,0 +1,117 @@
+"""Backend-neutral core types. Backends translate to and from these, never to another's JSON."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class ContentPart:
+    """A piece of message content: text, or an image given as a data: or http(s) URL."""
+
+    type: Literal["text", "image"]
+    text: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call: `arguments` is JSON text as OpenAI sends it; `index` is its place."""
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str | tuple[ContentPart, ...] | None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    reasoning: str | None = None
+
+    def text(self) -> str:
+        """Return the text of the message, parts joined by newlines."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if p.type == "text")
+
+    def image_urls(self) -> tuple[str, ...]:
+        """Return the URLs of the image parts, in order."""
+        if isinstance(self.content, tuple):
+            return tuple(p.url for p in self.content if p.type == "image")
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+    include_usage: bool = False
+    # Fields Relay does not model, kept so pass-through backends lose nothing.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A whole assistant turn."""
+
+    content: str
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = "stop"
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDelta:
+    """One step of a streamed turn; the last one carries finish_reason and usage."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    created: int
+    owned_by: str
+
+
+def new_id(prefix: str) -> str:
+    """Make a unique, unguessable id such as chatcmpl-3f1c…"""
+    return prefix + secrets.token_hex(14)

@@ -1,0 +1,1 @@
+"""Fake upstream servers: real HTTP on loopback, speaking the documented wire formats."""

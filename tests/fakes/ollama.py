@@ -1,0 +1,257 @@
+"""A fake Ollama server that speaks the native API byte for byte (reference/ollama-api.md).
+
+Each model's behaviour is scripted with `FakeOllama.script(model, ...)`; every request body is
+recorded, and so is every stream whose client went away before it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import ServerThread
+
+
+def go_json(obj: Any) -> bytes:
+    """Encode as Go's encoding/json does: compact, UTF-8, with <, > and & escaped."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+def created_at() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def call_id() -> str:
+    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+
+
+@dataclass
+class Script:
+    content: list[str] = field(default_factory=lambda: ["Hello", " from", " fake", " Ollama", "."])
+    thinking: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {"name", "arguments": {...}}
+    send_ids: bool = True  # Ollama before v0.12.10 sent no tool call ids
+    done_reason: str = "stop"
+    prompt_eval_count: int = 12
+    eval_count: int = 5
+    status: int | None = None  # answer at once with this status and {"error": error}
+    error: str = ""
+    raw_body: bytes | None = None  # with status: a body that is not Ollama's JSON error
+    raw_content_type: str = "text/html"
+    midstream_error: str | None = None  # an {"error": ...} line after the content, no done
+    truncate: bool = False  # end the stream without a done:true line
+    garbage_line: bool = False  # send a truncated JSON line, then close
+    pace: float = 0.0  # seconds between stream chunks
+    headers_delay: float = 0.0  # seconds before answering at all
+    thinking_capable: bool = True  # False: `think` gets Ollama's 400
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+    at: float
+
+
+class FakeOllama:
+    def __init__(self) -> None:
+        self.models = ["llama3.2:latest", "qwen3:8b"]
+        self.scripts: dict[str, Script] = {}
+        self.requests: list[Recorded] = []
+        self.disconnects: list[tuple[str, float]] = []
+        self.completed: list[str] = []
+        self._lock = threading.Lock()
+        self._server = ServerThread(self.wsgi)
+        self.url = self._server.url
+
+    # --- test controls --------------------------------------------------------------------
+
+    def script(self, model: str, **kw: Any) -> Script:
+        """Set how `model` answers (installing it if needed) and return the script."""
+        self.scripts[model] = script = Script(**kw)
+        full = model if ":" in model else model + ":latest"
+        if full not in self.models:
+            self.models.append(full)
+        return script
+
+    def reset(self) -> None:
+        with self._lock:
+            self.models = ["llama3.2:latest", "qwen3:8b"]
+            self.scripts.clear()
+            self.requests.clear()
+            self.disconnects.clear()
+            self.completed.clear()
+
+    def last(self, path: str = "/api/chat") -> Recorded:
+        return [r for r in self.requests if r.path == path][-1]
+
+    def close(self) -> None:
+        self._server.close()
+
+    # --- the server -----------------------------------------------------------------------
+
+    def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        body: Any = None
+        if request.method == "POST":
+            raw = request.get_data()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+        with self._lock:
+            self.requests.append(
+                Recorded(
+                    request.method, request.path, body, dict(request.headers), time.monotonic()
+                )
+            )
+        response = self.route(request, body)
+        return response(environ, start_response)
+
+    def route(self, request: Request, body: Any) -> Response:
+        path = request.path
+        if path == "/" and request.method in ("GET", "HEAD"):
+            return Response("Ollama is running", content_type="text/plain; charset=utf-8")
+        if path == "/api/version":
+            return self.json({"version": "0.33.0"})
+        if path == "/api/tags":
+            return self.json({"models": [self.tag(name) for name in self.models]})
+        if path == "/api/chat" and request.method == "POST":
+            return self.chat(body)
+        return Response("404 page not found", status=404, content_type="text/plain")
+
+    @staticmethod
+    def json(obj: Any, status: int = 200) -> Response:
+        return Response(go_json(obj), status=status, content_type="application/json; charset=utf-8")
+
+    @staticmethod
+    def tag(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": "2025-05-04T17:37:44.706015396-07:00",
+            "size": 2019393189,
+            "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab2",
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "3.2B",
+                "quantization_level": "Q4_K_M",
+            },
+        }
+
+    def lookup(self, model: str) -> Script | None:
+        full = model if ":" in model else model + ":latest"
+        if full not in self.models:
+            return None
+        return self.scripts.get(model) or self.scripts.get(full) or Script()
+
+    def chat(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        if not model:
+            return self.json({"error": "model is required"}, 400)
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        if script.headers_delay:
+            time.sleep(script.headers_delay)
+        if script.status is not None:
+            if script.raw_body is not None:
+                return Response(
+                    script.raw_body, status=script.status, content_type=script.raw_content_type
+                )
+            return self.json({"error": script.error}, script.status)
+        if "think" in body and body["think"] is not False and not script.thinking_capable:
+            return self.json({"error": f'"{model}" does not support thinking'}, 400)
+        if body.get("stream", True):
+            return Response(self.stream(model, script), content_type="application/x-ndjson")
+        return self.json(self.whole(model, script))
+
+    def tool_calls(self, script: Script) -> list[dict[str, Any]]:
+        calls = []
+        for i, call in enumerate(script.tool_calls):
+            item: dict[str, Any] = {
+                "function": {"index": i, "name": call["name"], "arguments": call["arguments"]}
+            }
+            if script.send_ids:
+                item = {"id": call_id(), **item}
+            calls.append(item)
+        return calls
+
+    def final(self, model: str, script: Script, message: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": model,
+            "created_at": created_at(),
+            "message": message,
+            "done": True,
+            "done_reason": script.done_reason,
+            "total_duration": 4883583458,
+            "load_duration": 1334875,
+        }
+        # Go omits zero counts (omitempty), reference §2.1.
+        if script.prompt_eval_count:
+            out["prompt_eval_count"] = script.prompt_eval_count
+            out["prompt_eval_duration"] = 342546000
+        if script.eval_count:
+            out["eval_count"] = script.eval_count
+            out["eval_duration"] = 4535599000
+        return out
+
+    def whole(self, model: str, script: Script) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(script.content)}
+        if script.thinking:
+            message["thinking"] = "".join(script.thinking)
+        if script.tool_calls:
+            message["tool_calls"] = self.tool_calls(script)
+        return self.final(model, script, message)
+
+    def stream(self, model: str, script: Script) -> Any:
+        def line(message: dict[str, Any]) -> bytes:
+            chunk = {"model": model, "created_at": created_at(), "message": message, "done": False}
+            return go_json(chunk) + b"\n"
+
+        finished = False
+        try:
+            for token in script.thinking:
+                yield line({"role": "assistant", "content": "", "thinking": token})
+                time.sleep(script.pace)
+            for token in script.content:
+                yield line({"role": "assistant", "content": token})
+                time.sleep(script.pace)
+            if script.tool_calls:
+                yield line(
+                    {"role": "assistant", "content": "", "tool_calls": self.tool_calls(script)}
+                )
+            if script.garbage_line:
+                finished = True
+                yield b'{"model":"' + model.encode() + b'","created_at":"2026'
+                return
+            if script.midstream_error is not None:
+                finished = True
+                yield go_json({"error": script.midstream_error}) + b"\n"
+                return
+            if script.truncate:
+                finished = True
+                return
+            finished = True
+            yield go_json(self.final(model, script, {"role": "assistant", "content": ""})) + b"\n"
+            self.completed.append(model)
+        finally:
+            if not finished:
+                with self._lock:
+                    self.disconnects.append((model, time.monotonic()))
