@@ -80,6 +80,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_API_KEYS": ("comma-separated Bearer keys callers must send", "unset"),
     "RELAY_ALLOW_OPEN": ("allow running without keys on a non-loopback address", "false"),
     "RELAY_CONFIG": ("path to a TOML file for backends and richer settings", "unset"),
+    "RELAY_ENV_FILE": ("dotenv file read at start-up; empty to read none", ".env"),
     "RELAY_WORKERS": ("gunicorn worker processes", "1"),
     "RELAY_WORKER_CONNECTIONS": ("concurrent connections per gevent worker", "1000"),
     "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
@@ -92,12 +93,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 }
 
 
-def load(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
-    """Build the settings from defaults, RELAY_CONFIG, `.env` and the environment."""
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, RELAY_CONFIG, the `.env` file and the environment."""
+    process_env = os.environ if environ is None else environ
+    dotenv_path = process_env.get("RELAY_ENV_FILE", ".env")
     env: dict[str, str] = {}
     if dotenv_path and os.path.isfile(dotenv_path):
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
+    env.update(process_env)
     return _build(env)
 
 

@@ -1,0 +1,144 @@
+"""Fixtures: fake upstreams on loopback, the gateway under real gunicorn + gevent, real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+
+from tests.fakes.ollama import FakeOllama
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-relay-test-key-0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step: float = 0.02) -> None:
+    """Poll until predicate() is truthy; fail the test when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Gateway:
+    """A Relay process under gunicorn with the gevent worker, as production runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
+        self.port = int(env.get("PORT") or free_port())
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "RELAY_ENV_FILE": "",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "info",
+            **env,
+        }
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *(args or []), "wsgi:app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> Gateway:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # Quick shutdown: a graceful SIGTERM would wait for the clients' idle keep-alive
+            # connections until graceful_timeout.
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    fake = FakeOllama()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def ollama(fake_ollama: FakeOllama) -> FakeOllama:
+    """The session's fake Ollama, with scripts and records cleared for this test."""
+    fake_ollama.reset()
+    return fake_ollama
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway with extra environment; every one started is stopped at the end."""
+    started: list[Gateway] = []
+
+    def start(env: dict[str, str] | None = None, wait: bool = True, **kw: object) -> Gateway:
+        log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+        gw = Gateway(env or {}, log, **kw)  # type: ignore[arg-type]
+        started.append(gw)
+        return gw.wait_ready() if wait else gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
+    """The shared gateway: one key, Ollama at the fake."""
+    return start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY})
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    """The official openai SDK pointed at the gateway (no retries, so errors show at once)."""
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=API_KEY, max_retries=0) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def http(gateway: Gateway) -> Iterator[requests.Session]:
+    """A plain HTTP session with the key set, for byte-level assertions."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {API_KEY}"
+        yield session
