@@ -49,7 +49,6 @@ class Gateway:
             "RELAY_ENV_FILE": "",
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "LOG_LEVEL": "info",
             **env,
         }
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -1,0 +1,88 @@
+"""Pure translation functions, checked with plain values (no HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.errors import InvalidRequestError, UpstreamError
+from services.ndjson import iter_ndjson
+from services.openai_format import StreamStats, parse_chat_request, render_chat_stream
+from services.types import ChatDelta, ToolCall, Usage
+
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def test_max_completion_tokens_wins_and_unknown_fields_are_kept_in_extra():
+    req = parse_chat_request(
+        {"model": "m", "messages": USER, "max_tokens": 5, "max_completion_tokens": 9, "store": True}
+    )
+    assert req.max_tokens == 9
+    assert req.extra == {"store": True}
+
+
+def test_reasoning_object_and_string_image_url_are_accepted():
+    req = parse_chat_request(
+        {
+            "model": "m",
+            "reasoning": {"effort": "low"},
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"}]}
+            ],
+        }
+    )
+    assert req.reasoning_effort == "low"
+    assert req.messages[0].image_urls() == ("https://x/y.png",)
+
+
+def test_booleans_are_not_numbers():
+    with pytest.raises(InvalidRequestError) as e:
+        parse_chat_request({"model": "m", "messages": USER, "seed": True})
+    assert e.value.param == "seed"
+
+
+def test_ndjson_lines_split_across_chunks():
+    chunks = [b'{"a":', b'1}\n{"b"', b":2}\n", b'{"c":3}']
+    assert list(iter_ndjson(chunks)) == [{"a": 1}, {"b": 2}, {"c": 3}]
+    with pytest.raises(ValueError):
+        list(iter_ndjson([b'{"a":1}\n{"b":']))
+
+
+def decode(frames):
+    return [f.decode() for f in frames]
+
+
+def test_stream_renders_tool_fragments_with_id_once_and_error_frames():
+    deltas = iter(
+        [
+            ChatDelta(tool_calls=(ToolCall("call_1", "f", '{"a":', 0),)),
+            ChatDelta(tool_calls=(ToolCall("call_1", "f", "1}", 0),)),
+            ChatDelta(finish_reason="tool_calls", usage=Usage(1, 2)),
+        ]
+    )
+    stats = StreamStats()
+    out = decode(render_chat_stream(deltas, "m", False, stats))
+    calls = [json.loads(f[6:])["choices"][0]["delta"]["tool_calls"][0] for f in out[1:3]]
+    assert calls[0] == {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"a":'},
+    }
+    assert calls[1] == {"index": 0, "function": {"arguments": "1}"}}
+    assert out[-1] == "data: [DONE]\n\n"
+    assert stats.usage == Usage(1, 2) and stats.finish_reason == "tool_calls"
+
+
+def test_stream_error_and_early_end_become_error_frames():
+    def failing():
+        yield ChatDelta(content="x")
+        raise UpstreamError("backend broke")
+
+    stats = StreamStats()
+    out = decode(render_chat_stream(failing(), "m", False, stats))
+    assert json.loads(out[-1][6:])["error"]["message"] == "backend broke"
+    assert stats.error == "backend broke"
+    out = decode(render_chat_stream(iter([ChatDelta(content="x")]), "m", False, StreamStats()))
+    assert "ended before" in json.loads(out[-1][6:])["error"]["message"]
