@@ -26,6 +26,7 @@ class ImageLoader:
         self.allow_private = settings.image_fetch_allow_private
         self.timeout = settings.image_fetch_timeout
         self.session = requests.Session()
+        self.session.trust_env = False
 
     def load_base64(self, url: str, param: str) -> str:
         """Return the image as base64 text (no data: prefix), checking its size."""

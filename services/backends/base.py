@@ -34,6 +34,9 @@ class Backend:
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         self.images = images
         self.session = requests.Session()
+        # Don't consult proxy variables and .netrc on every call: it costs a scan of the
+        # environment per request, and upstream addresses come from Relay's configuration.
+        self.session.trust_env = False
         # One pool slot per concurrent request of the worker, or gevent requests queue up
         # behind the default ten (gevent/gevent#355).
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)

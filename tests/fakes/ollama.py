@@ -65,14 +65,15 @@ class Recorded:
 
 
 class FakeOllama:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, record: bool = True) -> None:
+        self.record = record
         self.models = ["llama3.2:latest", "qwen3:8b"]
         self.scripts: dict[str, Script] = {}
         self.requests: list[Recorded] = []
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
         self._lock = threading.Lock()
-        self._server = ServerThread(self.wsgi)
+        self._server = ServerThread(self.wsgi, port=port)
         self.url = self._server.url
 
     # --- test controls --------------------------------------------------------------------
@@ -110,12 +111,13 @@ class FakeOllama:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw
-        with self._lock:
-            self.requests.append(
-                Recorded(
-                    request.method, request.path, body, dict(request.headers), time.monotonic()
+        if self.record:
+            with self._lock:
+                self.requests.append(
+                    Recorded(
+                        request.method, request.path, body, dict(request.headers), time.monotonic()
+                    )
                 )
-            )
         response = self.route(request, body)
         return response(environ, start_response)
 
@@ -255,3 +257,10 @@ class FakeOllama:
             if not finished:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
+
+
+if __name__ == "__main__":  # standalone, for benchmarks: python -m tests.fakes.ollama PORT
+    import sys
+
+    FakeOllama(port=int(sys.argv[1]), record=False)
+    threading.Event().wait()
