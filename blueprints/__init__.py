@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app
 
 from services.gateway import Gateway
+from services.types import CallContext
 
 
 def gateway() -> Gateway:
@@ -21,6 +22,17 @@ def register_blueprints(app: Flask) -> None:
     v1.register_blueprint(models.bp)
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)
+
+
+def call_context() -> CallContext:
+    """Collect who is calling and the backend-specific headers they sent."""
+    from flask import g, request
+
+    return CallContext(
+        key_name=g.api_key.name,
+        upstream_key=request.headers.get("X-Dify-Api-Key") or None,
+        conversation_id=request.headers.get("X-Dify-Conversation-Id") or None,
+    )
 
 
 def json_body() -> object:

@@ -73,6 +73,16 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class CallContext:
+    """What the HTTP layer knows beyond the OpenAI body; backends may add response headers."""
+
+    key_name: str = "anonymous"
+    upstream_key: str | None = field(default=None, repr=False)  # a caller's own backend key
+    conversation_id: str | None = None  # an explicit Dify conversation to continue
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0

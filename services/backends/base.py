@@ -18,7 +18,16 @@ from services.errors import (
     UpstreamUnavailableError,
 )
 from services.images import ImageLoader
-from services.types import ChatDelta, ChatRequest, ChatResult, ModelInfo, ToolCall, Usage, new_id
+from services.types import (
+    CallContext,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ModelInfo,
+    ToolCall,
+    Usage,
+    new_id,
+)
 
 
 class Backend:
@@ -31,6 +40,7 @@ class Backend:
         self.name = settings.name
         self.url = settings.url
         self.model_patterns = settings.models
+        self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         self.images = images
         self.session = requests.Session()
@@ -51,15 +61,15 @@ class Backend:
     def list_models(self) -> list[ModelInfo]:
         raise NotImplementedError
 
-    def stream_chat(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+    def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         raise NotImplementedError
 
-    def chat(self, req: ChatRequest) -> ChatResult:
+    def chat(self, req: ChatRequest, ctx: CallContext) -> ChatResult:
         """Run a whole turn; by default by collecting the stream."""
         content: list[str] = []
         reasoning: list[str] = []
         calls: list[ToolCall] = []
-        for d in self.stream_chat(req):
+        for d in self.stream_chat(req, ctx):
             content.append(d.content)
             reasoning.append(d.reasoning)
             calls.extend(d.tool_calls)
