@@ -16,6 +16,7 @@ from loguru import logger
 
 from services.errors import GatewayError, InvalidRequestError, UpstreamError
 from services.types import (
+    REPLACE_SEPARATOR,
     ChatDelta,
     ChatRequest,
     ChatResult,
@@ -401,13 +402,16 @@ def render_chat_stream(
         return b"data: " + _dumps({**head, "choices": [choice], **tail}) + b"\n\n"
 
     seen_tools: set[int] = set()
+    sent_text = False
     try:
         yield frame({"role": "assistant", "content": ""})
         for d in deltas:
             if d.reasoning:
                 yield frame({"reasoning_content": d.reasoning})
             if d.content:
-                yield frame({"content": d.content})
+                text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
+                sent_text = True
+                yield frame({"content": text})
             if d.tool_calls:
                 yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
             if d.finish_reason is not None:

@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 from loguru import logger
 
 from services.backends.base import Backend
-from services.errors import GatewayError, ModelNotFoundError
+from services.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from services.types import CallContext, ModelInfo
 
 
@@ -21,6 +21,9 @@ class Router:
             for backend in self.backends:
                 if backend.accepts_caller_keys:
                     return backend
+            raise InvalidRequestError(
+                "This gateway does not accept X-Dify-Api-Key; leave the header out."
+            )
         for backend in self.backends:
             if any(fnmatchcase(model, p) for p in backend.model_patterns):
                 return backend

@@ -113,6 +113,12 @@ class ChatDelta:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    # The content replaces everything said so far (Dify's output moderation). A stream cannot
+    # take back what it sent, so it shows the replacement after REPLACE_SEPARATOR.
+    replace: bool = False
+
+
+REPLACE_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from loguru import logger
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from config import BackendSettings
+from config import BackendSettings, Settings
 from services.errors import (
     GatewayError,
     UpstreamError,
@@ -36,7 +36,7 @@ class Backend:
     type: ClassVar[str] = "base"
     label: ClassVar[str] = "Backend"
 
-    def __init__(self, settings: BackendSettings, images: ImageLoader, pool_size: int) -> None:
+    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
         self.name = settings.name
         self.url = settings.url
         self.model_patterns = settings.models
@@ -49,7 +49,9 @@ class Backend:
         self.session.trust_env = False
         # One pool slot per concurrent request of the worker, or gevent requests queue up
         # behind the default ten (gevent/gevent#355).
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=shared.worker_connections, max_retries=0
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -70,6 +72,8 @@ class Backend:
         reasoning: list[str] = []
         calls: list[ToolCall] = []
         for d in self.stream_chat(req, ctx):
+            if d.replace:
+                content.clear()
             content.append(d.content)
             reasoning.append(d.reasoning)
             calls.extend(d.tool_calls)
@@ -97,11 +101,17 @@ class Backend:
         json: Any = None,
         stream: bool = False,
         timeout: tuple[float, float] | None = None,
+        **extra: Any,  # headers, data, files, params: passed on to requests
     ) -> requests.Response:
         """Send one request; map transport failures and non-2xx answers to GatewayErrors."""
         try:
             resp = self.session.request(
-                method, self.url + path, json=json, stream=stream, timeout=timeout or self.timeout
+                method,
+                self.url + path,
+                json=json,
+                stream=stream,
+                timeout=timeout or self.timeout,
+                **extra,
             )
         except requests.Timeout:
             raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None
