@@ -1,4 +1,4 @@
-"""Dify apps behind the gateway: every app type, conversation memory, files, errors, cancellation."""
+"""Dify apps behind the gateway: app types, conversation memory, files, errors, cancellation."""
 
 from __future__ import annotations
 
@@ -94,13 +94,19 @@ def test_three_turns_send_only_the_newest_text_into_one_dify_conversation(sdk, d
     assert sent["user"] == USER_KEY_NAME
     assert sent["inputs"] == {"tone": "friendly"}
 
-    history += [{"role": "assistant", "content": "Answer 1 to: Hi"}, {"role": "user", "content": "And?"}]
+    history += [
+        {"role": "assistant", "content": "Answer 1 to: Hi"},
+        {"role": "user", "content": "And?"},
+    ]
     second = sdk.chat.completions.create(model="chatbot", messages=history)
     assert second.choices[0].message.content == "Answer 2 to: And?"
     sent = chat_requests(dify)[-1].body
     assert (sent["query"], sent["conversation_id"]) == ("And?", conversation)
 
-    history += [{"role": "assistant", "content": "Answer 2 to: And?"}, {"role": "user", "content": "Last"}]
+    history += [
+        {"role": "assistant", "content": "Answer 2 to: And?"},
+        {"role": "user", "content": "Last"},
+    ]
     third = text_of(sdk.chat.completions.create(model="chatbot", messages=history, stream=True))
     assert third == "Answer 3 to: Last"
     sent = chat_requests(dify)[-1].body
@@ -186,14 +192,18 @@ def test_explicit_conversation_id_wins_and_an_unknown_one_is_404(sdk, dify, dify
 
 
 def test_openai_user_field_becomes_a_namespaced_dify_user(sdk, dify):
-    sdk.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": "Hi"}], user="alice")
+    sdk.chat.completions.create(
+        model="chatbot", messages=[{"role": "user", "content": "Hi"}], user="alice"
+    )
     assert chat_requests(dify)[-1].body["user"] == f"{USER_KEY_NAME}:alice"
 
 
 # --- every app type ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("app", ["chatbot", "agent-classic", "agent-new", "chatflow", "writer", "flow"])
+@pytest.mark.parametrize(
+    "app", ["chatbot", "agent-classic", "agent-new", "chatflow", "writer", "flow"]
+)
 def test_every_app_type_streamed_and_not(sdk, dify, app):
     messages = [{"role": "user", "content": "Hi"}]
     whole = sdk.chat.completions.create(model=app, messages=messages)
@@ -202,7 +212,9 @@ def test_every_app_type_streamed_and_not(sdk, dify, app):
     assert whole.usage.total_tokens > 0
     streamed = text_of(sdk.chat.completions.create(model=app, messages=messages, stream=True))
     assert streamed.endswith("to: Hi")
-    path = {"writer": "/v1/completion-messages", "flow": "/v1/workflows/run"}.get(app, "/v1/chat-messages")
+    path = {"writer": "/v1/completion-messages", "flow": "/v1/workflows/run"}.get(
+        app, "/v1/chat-messages"
+    )
     bodies = [r.body for r in chat_requests(dify, path)]
     assert len(bodies) == 2 and all(b["response_mode"] == "streaming" for b in bodies)
     if app == "flow":
@@ -225,7 +237,9 @@ def test_failed_workflow_is_a_502_naming_the_app(sdk, dify):
 
 
 def test_message_replace_replaces_the_whole_answer(sdk, dify):
-    dify.add_app(KEYS["chatbot"][0], "chat", name="chatbot").replace_with = "[removed by moderation]"
+    dify.add_app(
+        KEYS["chatbot"][0], "chat", name="chatbot"
+    ).replace_with = "[removed by moderation]"
     messages = [{"role": "user", "content": "Hi"}]
     whole = sdk.chat.completions.create(model="chatbot", messages=messages)
     assert whole.choices[0].message.content == "[removed by moderation]"
@@ -249,15 +263,26 @@ def test_images_go_to_dify_and_files_come_back_as_absolute_links(sdk, dify):
     ]
     content = [
         {"type": "text", "text": "Look"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
+        {
+            "type": "image_url",
+            "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()},
+        },
         {"type": "image_url", "image_url": {"url": "https://example.com/dog.jpg"}},
     ]
-    reply = sdk.chat.completions.create(model="chatbot", messages=[{"role": "user", "content": content}])
+    reply = sdk.chat.completions.create(
+        model="chatbot", messages=[{"role": "user", "content": content}]
+    )
     [upload] = dify.uploads.values()
     assert upload.data == png and upload.mime_type == "image/png" and upload.user == USER_KEY_NAME
     files = chat_requests(dify)[-1].body["files"]
-    assert files[0]["transfer_method"] == "local_file" and files[0]["upload_file_id"] in dify.uploads
-    assert files[1] == {"type": "image", "transfer_method": "remote_url", "url": "https://example.com/dog.jpg"}
+    assert (
+        files[0]["transfer_method"] == "local_file" and files[0]["upload_file_id"] in dify.uploads
+    )
+    assert files[1] == {
+        "type": "image",
+        "transfer_method": "remote_url",
+        "url": "https://example.com/dog.jpg",
+    }
     link = f"{dify.url}/files/tools/cat.png?timestamp=1&nonce=n&sign=s"
     assert reply.choices[0].message.content == f"Answer 1 to: Look\n\n![cat.png]({link})"
     assert requests.get(link).content.startswith(b"\x89PNG")
@@ -268,7 +293,9 @@ def test_non_image_data_is_a_400(sdk, dify):
     with pytest.raises(openai.BadRequestError) as e:
         sdk.chat.completions.create(
             model="chatbot",
-            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": bad}}]}],
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": bad}}]}
+            ],
         )
     assert "image/png" in e.value.message and not dify.uploads
 
@@ -278,7 +305,11 @@ def test_non_image_data_is_a_400(sdk, dify):
 
 def test_midstream_dify_error_is_one_error_frame(dify_gateway, dify):
     app = dify.add_app(KEYS["chatbot"][0], "chat", name="chatbot")
-    app.error_midstream = {"status": 400, "code": "completion_request_error", "message": "Rate limit of provider"}
+    app.error_midstream = {
+        "status": 400,
+        "code": "completion_request_error",
+        "message": "Rate limit of provider",
+    }
     resp = requests.post(
         dify_gateway.url + "/v1/chat/completions",
         json={"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}], "stream": True},
@@ -293,9 +324,24 @@ def test_midstream_dify_error_is_one_error_frame(dify_gateway, dify):
 @pytest.mark.parametrize(
     ("status", "body", "expected", "sdk_error"),
     [
-        (400, {"code": "invalid_param", "message": "city is required in input form", "status": 400}, 400, openai.BadRequestError),
-        (429, {"code": "too_many_requests", "message": "Too many requests.", "status": 429}, 429, openai.RateLimitError),
-        (500, {"code": "internal_server_error", "message": "Internal Server Error", "status": 500}, 502, openai.InternalServerError),
+        (
+            400,
+            {"code": "invalid_param", "message": "city is required in input form", "status": 400},
+            400,
+            openai.BadRequestError,
+        ),
+        (
+            429,
+            {"code": "too_many_requests", "message": "Too many requests.", "status": 429},
+            429,
+            openai.RateLimitError,
+        ),
+        (
+            500,
+            {"code": "internal_server_error", "message": "Internal Server Error", "status": 500},
+            502,
+            openai.InternalServerError,
+        ),
     ],
 )
 def test_dify_errors_map_to_openai_statuses(sdk, dify, status, body, expected, sdk_error):
@@ -350,8 +396,13 @@ def test_abandoned_stream_stops_the_dify_task(sdk, dify):
 
 def test_unreachable_and_slow_dify(start_gateway, fake_dify, dify, tmp_path):
     env = {ENV_NAMES[a]: k for a, (k, _m) in KEYS.items()}
-    dead = start_gateway({"RELAY_CONFIG": dify_config(tmp_path, f"http://127.0.0.1:{free_port()}"), **env})
-    resp = requests.post(dead.url + "/v1/chat/completions", json={"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]})
+    dead = start_gateway(
+        {"RELAY_CONFIG": dify_config(tmp_path, f"http://127.0.0.1:{free_port()}"), **env}
+    )
+    resp = requests.post(
+        dead.url + "/v1/chat/completions",
+        json={"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]},
+    )
     assert resp.status_code == 503 and "Dify backend 'dify'" in resp.json()["error"]["message"]
 
     slow_dir = tmp_path / "slow"
@@ -362,7 +413,10 @@ def test_unreachable_and_slow_dify(start_gateway, fake_dify, dify, tmp_path):
     app = dify.add_app(KEYS["chatbot"][0], "chat", name="chatbot")
     app.pace = 2.0
     started = time.monotonic()
-    resp = requests.post(slow.url + "/v1/chat/completions", json={"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]})
+    resp = requests.post(
+        slow.url + "/v1/chat/completions",
+        json={"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]},
+    )
     assert resp.status_code == 504 and time.monotonic() - started < 10
 
 
@@ -371,7 +425,8 @@ def test_quick_start_with_dify_variables(start_gateway, dify):
     models = requests.get(gw.url + "/v1/models").json()["data"]
     assert [m["id"] for m in models] == ["dify"]
     resp = requests.post(
-        gw.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+        gw.url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
     )
     assert resp.json()["choices"][0]["message"]["content"] == "Answer 1 to: Hi"
     assert resp.json()["model"] == "gpt-4o"

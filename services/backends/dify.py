@@ -109,22 +109,20 @@ class DifyBackend(Backend):
         shown: list[str] = []  # the reply as a streaming client sees it (replacements appended)
         try:
             for event in self._events(resp):
-                for delta in stream.feed(event):
+                deltas = stream.feed(event)
+                for delta in deltas:
                     if delta.replace:
                         whole.clear()
                         shown.append(REPLACE_SEPARATOR if shown else "")
                     whole.append(delta.content)
                     shown.append(delta.content)
-                    if (
-                        stream.conversation_id
-                        and "X-Dify-Conversation-Id" not in ctx.response_headers
-                    ):
-                        ctx.response_headers["X-Dify-Conversation-Id"] = stream.conversation_id
-                    yield delta
+                if stream.conversation_id:
+                    ctx.response_headers["X-Dify-Conversation-Id"] = stream.conversation_id
+                if stream.finished:  # before the last yield: the consumer may stop after it
+                    replies = {"".join(whole), "".join(shown)}
+                    self._remember(call, req, stream.conversation_id, replies)
+                yield from deltas
                 if stream.finished:
-                    self._remember(
-                        call, req, stream.conversation_id, {"".join(whole), "".join(shown)}
-                    )
                     return
             raise UpstreamError(
                 f"{self._app_title(call.app)} ended the stream before it was complete."

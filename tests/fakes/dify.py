@@ -117,6 +117,22 @@ class DifyApp:
     workflow_id: str = field(default_factory=new_id)
 
 
+def check_mode(app: DifyApp, kind: str) -> None:
+    """The controllers' app-mode guard; note /completion-messages answers app_unavailable."""
+    if kind == "chat" and app.mode not in CHAT_FAMILY:
+        raise DifyError(
+            400, "not_chat_app", "Please check if your Chat app mode matches the right API route."
+        )
+    if kind == "completion" and app.mode != "completion":
+        raise DifyError(
+            400, "app_unavailable", "App unavailable, please check your app configurations."
+        )
+    if kind == "workflow" and app.mode != "workflow":
+        raise DifyError(
+            400, "not_workflow_app", "Please check if your app mode matches the right API route."
+        )
+
+
 @dataclass
 class Recorded:
     method: str
@@ -268,6 +284,8 @@ class FakeDify:
             response = self.route(request, body, environ.get("werkzeug.socket"))
         except DifyError as e:
             response = self.error(e.status, e.code, e.message)
+        finally:
+            request.close()  # uploaded parts are spooled temp files; ResourceWarning otherwise
         return response(environ, start_response)
 
     @staticmethod
@@ -507,16 +525,7 @@ class FakeDify:
         user = body.get("user") if isinstance(body, dict) else None
         if not user or not isinstance(user, str):
             raise invalid("Arg user must be provided.")
-        if kind == "chat" and app.mode not in CHAT_FAMILY:
-            raise DifyError(400, "not_chat_app", "App mode mismatch, please use the chat app.")
-        if kind == "completion" and app.mode != "completion":
-            raise DifyError(400, "app_unavailable", "App unavailable, please check your app.")
-        if kind == "workflow" and app.mode != "workflow":
-            raise DifyError(
-                400,
-                "not_workflow_app",
-                "Please check if your app mode matches the right API route.",
-            )
+        check_mode(app, kind)
         with self._lock:
             self.stops.append((kind, task_id, user))
             task = self._tasks.get(task_id)
@@ -544,16 +553,7 @@ class FakeDify:
         user = body.get("user")
         if not user or not isinstance(user, str):
             raise invalid("Arg user must be provided.")
-        if kind == "chat" and app.mode not in CHAT_FAMILY:
-            raise DifyError(400, "not_chat_app", "App mode mismatch, please use the chat app.")
-        if kind == "completion" and app.mode != "completion":
-            raise DifyError(400, "app_unavailable", "App unavailable, please check your app.")
-        if kind == "workflow" and app.mode != "workflow":
-            raise DifyError(
-                400,
-                "not_workflow_app",
-                "Please check if your app mode matches the right API route.",
-            )
+        check_mode(app, kind)
         if "inputs" not in body:
             raise pydantic_error(model, "inputs", "Field required", "missing", body)
         inputs = body["inputs"]
@@ -807,6 +807,11 @@ class _Context:
         """The JSON bodies of reference §3."""
         if self.pace:
             time.sleep(self.pace * len(self.tokens))
+        if self.error_midstream is not None:
+            # The blocking pipeline re-raises the stream's error as a plain JSON error.
+            self.save("".join(self.tokens))
+            err = self.error_midstream
+            return self.fake.error(int(err.get("status", 400)), err["code"], err["message"])
         if self.mode == "workflow":
             failed = self.workflow_status == "failed"
             answer = "".join(self.tokens) if failed else self.final_answer
@@ -829,10 +834,6 @@ class _Context:
                     },
                 }
             )
-        if self.error_midstream is not None:
-            self.save("".join(self.tokens))
-            err = self.error_midstream
-            return self.fake.error(int(err.get("status", 400)), err["code"], err["message"])
         if self.mode == "advanced-chat" and self.workflow_status == "failed":
             self.save("".join(self.tokens))
             return self.fake.error(400, "invalid_param", f"Run failed: {self.workflow_error}")
