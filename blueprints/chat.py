@@ -7,12 +7,8 @@ from flask import Blueprint, Response, g, jsonify
 from blueprints import call_context, gateway, json_body
 from blueprints.streaming import sse_response
 from services import chat
-from services.openai_format import (
-    StreamStats,
-    parse_chat_request,
-    render_chat_completion,
-    render_chat_stream,
-)
+from services.openai_format import parse_chat_request
+from services.openai_render import StreamStats, render_chat_completion, render_chat_stream
 
 bp = Blueprint("chat", __name__)
 

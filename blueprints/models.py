@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from blueprints import gateway
-from services.openai_format import render_model, render_model_list
+from services.openai_render import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
 

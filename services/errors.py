@@ -61,6 +61,12 @@ class RequestTooLargeError(InvalidRequestError):
     code = "request_too_large"
 
 
+class UnsupportedError(InvalidRequestError):
+    """The backend serving this model cannot do what was asked (e.g. embeddings on Dify)."""
+
+    code = "unsupported_by_backend"
+
+
 class AuthenticationError(GatewayError):
     status = 401
     type = "invalid_request_error"

@@ -431,3 +431,29 @@ def test_quick_start_with_dify_variables(start_gateway, dify):
     assert resp.json()["choices"][0]["message"]["content"] == "Answer 1 to: Hi"
     assert resp.json()["model"] == "gpt-4o"
     assert requests.get(gw.url + "/ready").json()["backends"]["dify"]["status"] == "ok"
+
+
+def test_workflow_file_outputs_and_chatflow_reasoning(sdk, dify):
+    flow = dify.add_app(KEYS["flow"][0], "workflow", name="flow")
+    flow.files = [
+        {
+            "type": "image",
+            "url": "/files/tools/chart.png?sign=s",
+            "filename": "chart.png",
+            "mime_type": "image/png",
+        }
+    ]
+    reply = sdk.chat.completions.create(
+        model="flow", messages=[{"role": "user", "content": "Plot"}]
+    )
+    content = reply.choices[0].message.content
+    assert content.startswith("Answer 1 to: Plot")
+    assert content.count(f"![chart.png]({dify.url}/files/tools/chart.png?sign=s)") == 1
+
+    chatflow = dify.add_app(KEYS["chatflow"][0], "advanced-chat", name="chatflow")
+    chatflow.reasoning = ["Think", "ing..."]
+    reply = sdk.chat.completions.create(
+        model="chatflow", messages=[{"role": "user", "content": "Q"}]
+    )
+    assert reply.choices[0].message.model_extra["reasoning_content"] == "Thinking..."
+    assert reply.choices[0].message.content == "Answer 1 to: Q"
