@@ -2,6 +2,7 @@
 
 GatewayError (500 server_error)
 ├── InvalidRequestError (400 invalid_request_error, names the param)
+│   ├── UnsupportedError (400: the model's backend cannot do this)
 │   └── RequestTooLargeError (413)
 ├── AuthenticationError (401 invalid_api_key)
 ├── PermissionDeniedError (403 permission_error)

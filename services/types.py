@@ -131,3 +131,39 @@ class ModelInfo:
 def new_id(prefix: str) -> str:
     """Make a unique, unguessable id such as chatcmpl-3f1c…"""
     return prefix + secrets.token_hex(14)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    user: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """An image generation request; `options` holds validated generation settings by name."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    response_format: str = "url"  # or "b64_json"
+    user: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None

@@ -13,6 +13,7 @@ from urllib3.exceptions import ReadTimeoutError
 from config import BackendSettings, Settings
 from services.errors import (
     GatewayError,
+    UnsupportedError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -23,6 +24,10 @@ from services.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    GeneratedImage,
+    ImageRequest,
     ModelInfo,
     ToolCall,
     Usage,
@@ -86,6 +91,14 @@ class Backend:
                     d.usage or Usage(),
                 )
         raise UpstreamError(f"{self.title} ended its reply early.")
+
+    def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        """Embed texts; backends that cannot say so with a 400."""
+        raise UnsupportedError(f"{self.title} does not offer embeddings.", param="model")
+
+    def generate_images(self, req: ImageRequest, ctx: CallContext) -> list[GeneratedImage]:
+        """Make images; backends that cannot say so with a 400."""
+        raise UnsupportedError(f"{self.title} does not generate images.", param="model")
 
     def check(self) -> None:
         """Raise a GatewayError when the backend does not answer."""
