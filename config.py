@@ -79,6 +79,7 @@ class Settings:
     image_fetch_allow_private: bool = False
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
+    response_ttl: float = 86400.0
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -116,6 +117,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "seconds Relay remembers which Dify conversation a chat is",
         "86400",
     ),
+    "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
     "RELAY_READ_TIMEOUT": ("longest wait in seconds for a backend's next bytes (504 after)", "600"),
     "RELAY_FETCH_IMAGE_URLS": ("download http(s) image URLs for backends that need bytes", "false"),
@@ -179,6 +181,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         conversation_ttl=_float(
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
+        response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
     )

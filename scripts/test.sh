@@ -4,6 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 ensure_venv requirements-dev.txt
+# The official openai Node SDK is the second client of the end-to-end tests.
+ensure_command node nodejs
+ensure_command npm npm
+if [ ! -d tests/node/node_modules/openai ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+  (cd tests/node && npm ci --silent --no-audit --no-fund)
+fi
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/mypy

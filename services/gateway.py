@@ -8,6 +8,7 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.response_store import MemoryResponseStore, ResponseStore
 from services.router import Router
 
 
@@ -16,6 +17,7 @@ class Gateway:
     settings: Settings
     router: Router
     keys: KeyStore
+    responses: ResponseStore
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -25,4 +27,5 @@ def build_gateway(settings: Settings) -> Gateway:
         settings=settings,
         router=Router(build_backends(settings, images)),
         keys=KeyStore(settings.api_keys),
+        responses=MemoryResponseStore(settings.response_ttl),
     )

@@ -457,3 +457,11 @@ def test_workflow_file_outputs_and_chatflow_reasoning(sdk, dify):
     )
     assert reply.choices[0].message.model_extra["reasoning_content"] == "Thinking..."
     assert reply.choices[0].message.content == "Answer 1 to: Q"
+
+
+def test_responses_api_reaches_dify_apps(sdk, dify):
+    first = sdk.responses.create(model="chatbot", input="Hi")
+    assert first.output_text == "Answer 1 to: Hi"
+    second = sdk.responses.create(model="chatbot", input="More", previous_response_id=first.id)
+    assert second.output_text == "Answer 2 to: More"
+    assert chat_requests(dify)[-1].body["query"] == "More"

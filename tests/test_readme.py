@@ -41,7 +41,7 @@ def test_curl_examples_work(gateway, ollama):
                 ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30
             )
             assert out.returncode == 0, (command, out.stderr)
-            assert out.stdout and '"error"' not in out.stdout, (command, out.stdout)
+            assert out.stdout and '{"error":{' not in out.stdout, (command, out.stdout)
 
 
 def test_python_examples_work(gateway, ollama):
