@@ -22,6 +22,11 @@ def register_blueprints(app: Flask) -> None:
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     app.register_blueprint(v1)
+    # The path the Express Ollama service served; the same view, keys and limits (README).
+    alias = Blueprint("api_alias", __name__, url_prefix="/api")
+    alias.before_request(auth.require_api_key)
+    alias.register_blueprint(chat.bp, name="api_chat")
+    app.register_blueprint(alias)
     app.register_blueprint(health.bp)
 
 
