@@ -10,6 +10,7 @@ from loguru import logger
 import config
 from blueprints import register_blueprints
 from blueprints.access_log import register_access_log
+from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
 from services.gateway import build_gateway
 from services.log_setup import configure_logging
@@ -29,6 +30,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_blueprints(app)
     register_error_handlers(app)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     for backend in settings.backends:
         logger.info(
             "backend {} ({}) serves models {}",

@@ -80,6 +80,7 @@ class Settings:
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -116,6 +117,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_CONVERSATION_TTL": (
         "seconds Relay remembers which Dify conversation a chat is",
         "86400",
+    ),
+    "RELAY_TRUSTED_PROXIES": (
+        "addresses/networks whose X-Forwarded-For is believed",
+        "127.0.0.1,::1",
     ),
     "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
@@ -182,6 +187,9 @@ def _build(env: Mapping[str, str]) -> Settings:
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
         response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
+        trusted_proxies=_networks(
+            *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
+        ),
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
     )
@@ -419,6 +427,19 @@ def _keys(name: str, value: Any) -> tuple[str, ...]:
         if len(key) < 8 or any(c.isspace() for c in key):
             raise ConfigError(f"{name} has a key shorter than 8 characters or with spaces in it")
     return keys
+
+
+def _networks(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or networks, got {item!r}") from None
+    return tuple(out)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -27,6 +27,7 @@ def _finish(response: Response) -> Response:
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
+        client=request.remote_addr or "-",
         method=request.method,
         path=request.path,
         status=response.status_code,
@@ -46,8 +47,9 @@ def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     error = f" error={stats.error!r}" if stats and stats.error else ""
     logger.info(
-        "{} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
+        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
         line["request_id"],
+        line["client"],
         line["key"],
         line["method"],
         line["path"],

@@ -7,6 +7,10 @@ ensure_venv requirements-dev.txt
 # The official openai Node SDK is the second client of the end-to-end tests.
 ensure_command node nodejs
 ensure_command npm npm
+# Deployment tests run the shipped nginx site and check the systemd unit.
+ensure_command nginx nginx
+ensure_command openssl openssl
+ensure_command systemd-analyze systemd
 if [ ! -d tests/node/node_modules/openai ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
   (cd tests/node && npm ci --silent --no-audit --no-fund)
 fi
