@@ -81,6 +81,9 @@ class Settings:
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -122,6 +125,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "addresses/networks whose X-Forwarded-For is believed",
         "127.0.0.1,::1",
     ),
+    "RELAY_METRICS_ALLOW": ("addresses/networks that may read /metrics", "127.0.0.1,::1"),
+    "RELAY_METRICS_TOKEN": ("admin token that also opens /metrics (Bearer)", "unset"),
     "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
     "RELAY_READ_TIMEOUT": ("longest wait in seconds for a backend's next bytes (504 after)", "600"),
@@ -190,6 +195,11 @@ def _build(env: Mapping[str, str]) -> Settings:
         trusted_proxies=_networks(
             *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
         ),
+        metrics_allow=_networks(
+            *pick("RELAY_METRICS_ALLOW", server, "metrics_allow", "127.0.0.1,::1")
+        ),
+        metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
     )

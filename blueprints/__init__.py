@@ -14,7 +14,7 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, models, responses
+    from blueprints import auth, chat, health, metrics, models, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
@@ -28,6 +28,7 @@ def register_blueprints(app: Flask) -> None:
     alias.register_blueprint(chat.bp, name="api_chat")
     app.register_blueprint(alias)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
 
 
 def call_context() -> CallContext:

@@ -8,6 +8,7 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.metrics import Metrics
 from services.response_store import MemoryResponseStore, ResponseStore
 from services.router import Router
 
@@ -18,6 +19,7 @@ class Gateway:
     router: Router
     keys: KeyStore
     responses: ResponseStore
+    metrics: Metrics
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -28,4 +30,5 @@ def build_gateway(settings: Settings) -> Gateway:
         router=Router(build_backends(settings, images)),
         keys=KeyStore(settings.api_keys),
         responses=MemoryResponseStore(settings.response_ttl),
+        metrics=Metrics(settings.metrics_dir),
     )

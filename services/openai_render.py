@@ -82,6 +82,7 @@ class StreamStats:
     finish_reason: str | None = None
     error: str | None = None
     chunks: int = 0
+    first_token: float | None = None  # perf_counter() when the first token went out
 
 
 def render_chat_stream(
@@ -99,6 +100,8 @@ def render_chat_stream(
 
     def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
         stats.chunks += 1
+        if stats.first_token is None and stats.chunks > 1:  # the role chunk is not a token
+            stats.first_token = time.perf_counter()
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return b"data: " + encode_json({**head, "choices": [choice], **tail}) + b"\n\n"
 

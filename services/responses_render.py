@@ -121,6 +121,8 @@ class ResponseEvents:
         yield self._event("response.in_progress", response=self._snapshot("in_progress"))
         try:
             for d in deltas:
+                if self.stats.first_token is None:
+                    self.stats.first_token = time.perf_counter()
                 if d.reasoning:
                     yield from self._write("reasoning", d.reasoning)
                 if d.content:
