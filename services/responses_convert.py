@@ -115,17 +115,21 @@ def _text_format(fmt: Mapping[str, Any] | None) -> dict[str, Any] | None:
 # --- reply ----------------------------------------------------------------------------------
 
 
-def usage_from_responses(raw: Any) -> Usage:
-    """Read a Responses `usage` object into core Usage, details included."""
+def read_usage(raw: Any, given: str = "input", made: str = "output") -> Usage:
+    """Read a `usage` object into core Usage, details included when present.
+
+    Responses names its counts input_/output_tokens; chat names them prompt_/completion_tokens
+    (pass given="prompt", made="completion"). The detail objects follow the same names.
+    """
     if not isinstance(raw, dict):
         return Usage()
-    given = raw.get("input_tokens_details")
-    made = raw.get("output_tokens_details")
+    given_details = raw.get(f"{given}_tokens_details")
+    made_details = raw.get(f"{made}_tokens_details")
     return Usage(
-        prompt_tokens=_int(raw.get("input_tokens")) or 0,
-        completion_tokens=_int(raw.get("output_tokens")) or 0,
-        cached_tokens=_int(given.get("cached_tokens")) if isinstance(given, dict) else None,
-        reasoning_tokens=_int(made.get("reasoning_tokens")) if isinstance(made, dict) else None,
+        prompt_tokens=as_int(raw.get(f"{given}_tokens")) or 0,
+        completion_tokens=as_int(raw.get(f"{made}_tokens")) or 0,
+        cached_tokens=as_int(as_dict(given_details).get("cached_tokens")),
+        reasoning_tokens=as_int(as_dict(made_details).get("reasoning_tokens")),
     )
 
 
@@ -154,9 +158,9 @@ def responses_to_result(body: Any, title: str) -> ChatResult:
         if kind == "message":
             for part in item.get("content") or []:
                 if isinstance(part, dict) and part.get("type") == "output_text":
-                    text.append(_str(part.get("text")))
+                    text.append(as_str(part.get("text")))
                 elif isinstance(part, dict) and part.get("type") == "refusal":
-                    refusal.append(_str(part.get("refusal")))
+                    refusal.append(as_str(part.get("refusal")))
         elif kind == "function_call":
             calls.append(_call(item, len(calls)))
         elif kind == "reasoning":
@@ -166,16 +170,16 @@ def responses_to_result(body: Any, title: str) -> ChatResult:
         reasoning="\n\n".join(r for r in reasoning if r),
         tool_calls=tuple(calls),
         finish_reason=finish_reason(body, bool(calls)),
-        usage=usage_from_responses(body.get("usage")),
+        usage=read_usage(body.get("usage")),
         refusal="".join(refusal),
     )
 
 
 def _call(item: Mapping[str, Any], index: int) -> ToolCall:
     return ToolCall(
-        id=_str(item.get("call_id")) or _str(item.get("id")),
-        name=_str(item.get("name")),
-        arguments=_str(item.get("arguments")),
+        id=as_str(item.get("call_id")) or as_str(item.get("id")),
+        name=as_str(item.get("name")),
+        arguments=as_str(item.get("arguments")),
         index=index,
     )
 
@@ -184,7 +188,7 @@ def _reasoning_text(item: Mapping[str, Any]) -> str:
     parts = [p for p in item.get("summary") or [] if isinstance(p, dict)]
     if not parts:  # raw reasoning (open-weight servers) rather than a summary
         parts = [p for p in item.get("content") or [] if isinstance(p, dict)]
-    return "\n\n".join(_str(p.get("text")) for p in parts)
+    return "\n\n".join(as_str(p.get("text")) for p in parts)
 
 
 def _raise_if_failed(response: Mapping[str, Any], title: str) -> None:
@@ -209,33 +213,33 @@ class ResponsesStreamReader:
             raise UpstreamError(f"{self.title} sent a malformed event.")
         kind = event.get("type")
         if kind == "response.output_text.delta":
-            return [ChatDelta(content=_str(event.get("delta")))]
+            return [ChatDelta(content=as_str(event.get("delta")))]
         if kind == "response.refusal.delta":
-            return [ChatDelta(refusal=_str(event.get("delta")))]
+            return [ChatDelta(refusal=as_str(event.get("delta")))]
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            return [ChatDelta(reasoning=_str(event.get("delta")))]
+            return [ChatDelta(reasoning=as_str(event.get("delta")))]
         if kind == "response.reasoning_summary_part.added":
             self.summary_parts += 1  # parts after the first are set apart like paragraphs
             return [ChatDelta(reasoning="\n\n")] if self.summary_parts > 1 else []
         if kind == "response.output_item.added":
             return self._item_added(event)
         if kind == "response.function_call_arguments.delta":
-            return self._arguments(event.get("output_index"), _str(event.get("delta")))
+            return self._arguments(event.get("output_index"), as_str(event.get("delta")))
         if kind in ("response.function_call_arguments.done", "response.output_item.done"):
             return self._arguments_done(event)
         if kind in ("response.completed", "response.incomplete"):
-            response = _dict(event.get("response"))
+            response = as_dict(event.get("response"))
             self.finished = True
             return [
                 ChatDelta(
                     finish_reason=finish_reason(response, bool(self.calls)),
-                    usage=usage_from_responses(response.get("usage")),
+                    usage=read_usage(response.get("usage")),
                 )
             ]
         if kind in ("response.failed", "error"):
             # error events come flat or nested (reference §3.3); response.failed nests it
-            holder = _dict(event.get("response")) or event
-            nested = _dict(holder.get("error"))
+            holder = as_dict(event.get("response")) or event
+            nested = as_dict(holder.get("error"))
             message = event.get("message") or nested.get("message") or "unknown error"
             raise UpstreamError(f"{self.title} failed: {message}")
         return []  # created, in_progress, content_part.*, *.done texts, newer event types
@@ -245,13 +249,13 @@ class ResponsesStreamReader:
         if not isinstance(item, dict) or item.get("type") != "function_call":
             return []
         index = len(self.calls)
-        arguments = _str(item.get("arguments"))
-        self.calls[_int(event.get("output_index")) or 0] = [index, arguments]
+        arguments = as_str(item.get("arguments"))
+        self.calls[as_int(event.get("output_index")) or 0] = [index, arguments]
         call = _call(item, index)
         return [ChatDelta(tool_calls=(call,))]
 
     def _arguments(self, output_index: Any, piece: str) -> list[ChatDelta]:
-        state = self.calls.get(_int(output_index) or 0)
+        state = self.calls.get(as_int(output_index) or 0)
         if state is None or not piece:
             return []
         state[1] += piece
@@ -259,21 +263,24 @@ class ResponsesStreamReader:
 
     def _arguments_done(self, event: Mapping[str, Any]) -> list[ChatDelta]:
         # Some servers send the arguments only whole, in *.done: send what deltas did not.
-        item = _dict(event.get("item")) or event
-        state = self.calls.get(_int(event.get("output_index")) or 0)
-        whole = _str(item.get("arguments"))
+        item = as_dict(event.get("item")) or event
+        state = self.calls.get(as_int(event.get("output_index")) or 0)
+        whole = as_str(item.get("arguments"))
         if state is None or not whole.startswith(state[1]):
             return []
         return self._arguments(event.get("output_index"), whole[len(state[1]) :])
 
 
-def _str(value: Any) -> str:
+def as_str(value: Any) -> str:
+    """Return the value if it is a string, else "" (lenient reading of upstream JSON)."""
     return value if isinstance(value, str) else ""
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """Return the value if it is an int (not a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
+    """Return the value if it is an object, else an empty one."""
     return value if isinstance(value, dict) else {}

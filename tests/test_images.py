@@ -12,7 +12,7 @@ import requests
 
 from tests.conftest import API_KEY, ROOT
 from tests.fakes.dify import FakeDify
-from tests.fakes.openai_upstream import PNG, FakeOpenAI, Reply
+from tests.fakes.openai_upstream import PNG, Reply
 
 UPSTREAM_KEY = "sk-image-upstream-55aa"
 VALID_HEADERS = {
@@ -73,10 +73,8 @@ PAINT_LINK = "/files/tools/cat.png?sign=s"
 
 
 @pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+def upstream(fake_openai_chat):
+    return fake_openai_chat
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import API_KEY, free_port
-from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.openai_upstream import Reply
+from tests.test_chat_sdk import USER, WEATHER_TOOL
 
 UPSTREAM_KEY = "sk-upstream-secret-7a1c"
-USER = [{"role": "user", "content": "Hi"}]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
 TOOL_REPLY = Reply(
     content=[],
     tool_calls=[
@@ -34,17 +26,13 @@ BOTH = ["gpt-test", "resp-test"]
 
 
 @pytest.fixture(scope="module")
-def chat_up():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+def chat_up(fake_openai_chat):
+    return fake_openai_chat
 
 
 @pytest.fixture(scope="module")
-def resp_up():
-    fake = FakeOpenAI("responses")
-    yield fake
-    fake.close()
+def resp_up(fake_openai_responses):
+    return fake_openai_responses
 
 
 @pytest.fixture(scope="module")

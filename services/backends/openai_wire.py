@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.errors import UpstreamError
+from services.responses_convert import as_dict, as_int, as_str, read_usage
 from services.types import ChatDelta, ChatRequest, ChatResult, Message, ToolCall, Usage
 
 
@@ -68,18 +69,7 @@ def _message(m: Message) -> dict[str, Any]:
 
 def usage_from_chat(raw: Any) -> Usage:
     """Read an OpenAI chat `usage` object, details included when present."""
-    if not isinstance(raw, dict):
-        return Usage()
-    prompt = raw.get("prompt_tokens_details")
-    completion = raw.get("completion_tokens_details")
-    return Usage(
-        prompt_tokens=_int(raw.get("prompt_tokens")) or 0,
-        completion_tokens=_int(raw.get("completion_tokens")) or 0,
-        cached_tokens=_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else None,
-        reasoning_tokens=(
-            _int(completion.get("reasoning_tokens")) if isinstance(completion, dict) else None
-        ),
-    )
+    return read_usage(raw, given="prompt", made="completion")
 
 
 def result_from_chat(body: Any, title: str) -> ChatResult:
@@ -99,12 +89,12 @@ def result_from_chat(body: Any, title: str) -> ChatResult:
         if isinstance(c, dict) and isinstance(fn := c.get("function"), dict)
     )
     return ChatResult(
-        content=_str(message.get("content")),
-        reasoning=_str(message.get("reasoning_content") or message.get("reasoning")),
+        content=as_str(message.get("content")),
+        reasoning=as_str(message.get("reasoning_content") or message.get("reasoning")),
         tool_calls=calls,
-        finish_reason=_str(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
+        finish_reason=as_str(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
         usage=usage_from_chat(body.get("usage")),
-        refusal=_str(message.get("refusal")),
+        refusal=as_str(message.get("refusal")),
     )
 
 
@@ -133,11 +123,11 @@ class ChatChunkReader:
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return []
         choice = choices[0]
-        delta = _dict(choice.get("delta"))
+        delta = as_dict(choice.get("delta"))
         out = ChatDelta(
-            content=_str(delta.get("content")),
-            reasoning=_str(delta.get("reasoning_content") or delta.get("reasoning")),
-            refusal=_str(delta.get("refusal")),
+            content=as_str(delta.get("content")),
+            reasoning=as_str(delta.get("reasoning_content") or delta.get("reasoning")),
+            refusal=as_str(delta.get("refusal")),
             tool_calls=tuple(self._tool_call(c) for c in delta.get("tool_calls") or []),
         )
         if choice.get("finish_reason"):
@@ -146,13 +136,13 @@ class ChatChunkReader:
         return [] if empty else [out]
 
     def _tool_call(self, raw: Any) -> ToolCall:
-        if not isinstance(raw, dict) or _int(raw.get("index")) is None:
+        if not isinstance(raw, dict) or as_int(raw.get("index")) is None:
             raise UpstreamError(f"{self.title} sent a tool call delta without an index.")
-        fn = _dict(raw.get("function"))
+        fn = as_dict(raw.get("function"))
         return ToolCall(
-            id=_str(raw.get("id")),
-            name=_str(fn.get("name")),
-            arguments=_str(fn.get("arguments")),
+            id=as_str(raw.get("id")),
+            name=as_str(fn.get("name")),
+            arguments=as_str(fn.get("arguments")),
             index=int(raw["index"]),
         )
 
@@ -168,15 +158,3 @@ def _first_choice(body: Any, title: str) -> Mapping[str, Any]:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise UpstreamError(f"{title} sent a reply without choices.")
     return choices[0]
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
