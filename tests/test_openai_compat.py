@@ -52,6 +52,12 @@ url = "{resp_up.url}/v1/"
 api = "responses"
 models = ["resp-*"]
 
+[backends.slow]
+type = "openai"
+url = "{chat_up.url}/v1"
+models = ["slow-*"]
+read_timeout = 0.3
+
 [backends.gone]
 type = "openai"
 url = "http://127.0.0.1:{free_port()}/v1"
@@ -371,3 +377,16 @@ def test_failure_mid_stream_ends_with_an_error_frame(sdk, chat_up, resp_up, mode
     with pytest.raises(openai.APIError) as e:
         list(sdk.chat.completions.create(model=model, messages=USER, stream=True))
     assert "engine overloaded" in e.value.message
+
+
+def test_slow_upstream_is_a_504(sdk, chat_up):
+    chat_up.reply = Reply(delay=1.0)
+    with pytest.raises(openai.InternalServerError) as e:
+        sdk.chat.completions.create(model="slow-1", messages=USER)
+    assert e.value.status_code == 504 and "'slow'" in e.value.message
+
+
+def test_the_upstream_key_never_reaches_the_logs(sdk, compat_gateway, chat_up):
+    sdk.chat.completions.create(model="gpt-test", messages=USER)
+    assert chat_up.last("/v1/chat/completions").headers["Authorization"].endswith(UPSTREAM_KEY)
+    assert UPSTREAM_KEY not in compat_gateway.logs()

@@ -36,7 +36,8 @@ class Reply:
     reasoning_tokens: int = 0
     status: int | None = None  # answer at once with this status and `error`
     error: dict[str, Any] = field(default_factory=dict)  # the OpenAI envelope's inner object
-    midstream_error: str | None = None  # chat: an error frame after the content
+    midstream_error: str | None = None  # an error frame / response.failed after the start
+    delay: float = 0.0  # seconds before answering (for timeouts)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class FakeOpenAI:
 
     def route(self, request: Request, body: Any) -> Response:
         path, reply = request.path, self.reply
+        time.sleep(reply.delay)
         if path.startswith("/files/"):
             return Response(PNG, content_type="image/png")
         if path == "/v1/models":
