@@ -26,7 +26,8 @@ LOG_LEVELS = {
     "info": "INFO",
     "debug": "DEBUG",
 }
-BACKEND_TYPES = ("ollama", "dify")
+BACKEND_TYPES = ("ollama", "dify", "openai")
+OPENAI_APIS = ("chat", "responses")
 DIFY_MODES = ("chat", "agent-chat", "advanced-chat", "agent", "completion", "workflow")
 MEMORY_MODES = ("conversation", "history")
 
@@ -60,6 +61,8 @@ class BackendSettings:
     read_timeout: float = 600.0
     apps: tuple[DifyAppSettings, ...] = ()  # Dify only
     allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
+    api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
+    api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +278,7 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
                 models=tuple(models),
                 apps=apps,
                 allow_caller_keys=allow_caller_keys,
+                **(_openai_options(where, table, env) if kind == "openai" else {}),
                 connect_timeout=_float(
                     f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
                 ),
@@ -359,6 +363,19 @@ def _dify_apps(
             )
         )
     return tuple(out)
+
+
+def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of an OpenAI-compatible upstream: its key (from key_env) and its API."""
+    key_env = table.get("key_env")
+    key = None
+    if key_env is not None:
+        if not isinstance(key_env, str) or not key_env:
+            raise ConfigError(f"{where}.key_env must name the environment variable holding its key")
+        key = env.get(key_env, "").strip()
+        if not key:
+            raise ConfigError(f"{where}.key_env: the environment variable {key_env} is not set")
+    return {"api_key": key, "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS)}
 
 
 # --- value parsers: each names the setting in its error -----------------------------------

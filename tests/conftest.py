@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.openai_upstream import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-relay-test-key-0001"
@@ -102,6 +103,22 @@ def ollama(fake_ollama: FakeOllama) -> FakeOllama:
     """The session's fake Ollama, with scripts and records cleared for this test."""
     fake_ollama.reset()
     return fake_ollama
+
+
+@pytest.fixture(scope="session")
+def fake_openai_chat() -> Iterator[FakeOpenAI]:
+    """A chat-only OpenAI-compatible upstream (like vLLM); tests reset it before use."""
+    fake = FakeOpenAI("chat")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def fake_openai_responses() -> Iterator[FakeOpenAI]:
+    """An upstream that only offers the Responses API; tests reset it before use."""
+    fake = FakeOpenAI("responses")
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="session")
