@@ -30,7 +30,10 @@ worker_connections = _settings.worker_connections
 # worker that is truly stuck. graceful_timeout lets streams in flight finish on restart.
 timeout = 120
 graceful_timeout = 30
-keepalive = 75
+# Idle keep-alive connections are closed after 5 s: a stop or reload waits for them, so a long
+# keepalive would hold every restart. nginx closes its idle upstream connections sooner (4 s,
+# deploy/nginx-relay.conf), so it never sends on a connection gunicorn is closing.
+keepalive = 5
 accesslog = None  # Relay writes its own access line per request
 errorlog = "-"
 loglevel = {"DEBUG": "info", "INFO": "info", "WARNING": "warning"}.get(_settings.log_level, "error")
