@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+VERSION = "0.1.0"
 LOG_LEVELS = {
     "error": "ERROR",
     "warn": "WARNING",

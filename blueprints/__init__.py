@@ -14,7 +14,7 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, images, metrics, models, responses
+    from blueprints import auth, chat, health, home, images, metrics, models, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
@@ -30,6 +30,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(alias)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(home.bp)
 
 
 def call_context() -> CallContext:
