@@ -74,6 +74,7 @@ class Settings:
     worker_connections: int = 1000
     log_level: str = "INFO"
     log_dir: str | None = None
+    log_format: str = "text"
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
@@ -103,6 +104,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PORT": ("port to listen on", "3000"),
     "OLLAMA_BASE_URL": ("Ollama server (also read as OLLAMA_API)", "http://localhost:11434"),
     "LOG_LEVEL": ("error, warn, info or debug", "info"),
+    "RELAY_LOG_FORMAT": ("text for people, json (one object per line) for log shippers", "text"),
     "RELAY_LOG_DIR": ("also write logs to <dir>/relay.<pid>.log (one file per worker)", "unset"),
     "RELAY_API_KEYS": ("comma-separated Bearer keys callers must send", "unset"),
     "RELAY_ALLOW_OPEN": ("allow running without keys on a non-loopback address", "false"),
@@ -175,6 +177,9 @@ def _build(env: Mapping[str, str]) -> Settings:
             *pick("RELAY_WORKER_CONNECTIONS", server, "worker_connections", 1000), lo=1, hi=100_000
         ),
         log_level=_log_level(*pick("LOG_LEVEL", server, "log_level", "info")),
+        log_format=_choice(
+            *pick("RELAY_LOG_FORMAT", server, "log_format", "text"), ("text", "json")
+        ),
         log_dir=_str(*pick("RELAY_LOG_DIR", server, "log_dir", "")) or None,
         api_keys=_keys(*pick("RELAY_API_KEYS", server, "api_keys", "")),
         allow_open=_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),

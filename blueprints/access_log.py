@@ -58,7 +58,22 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     error = f" error={stats.error!r}" if stats and stats.error else ""
-    logger.info(
+    structured = {
+        "request_id": line["request_id"],
+        "client": line["client"],
+        "key": line["key"],
+        "method": line["method"],
+        "path": line["path"],
+        "status": line["status"],
+        "model": fields.get("model"),
+        "backend": fields.get("backend"),
+        "ms": round(seconds * 1000, 1),
+        "stream": bool(fields.get("stream")),
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "error": stats.error if stats else None,
+    }
+    logger.bind(access=structured).info(
         "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
         line["request_id"],
         line["client"],
