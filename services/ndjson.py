@@ -17,6 +17,14 @@ def iter_ndjson(chunks: Iterable[bytes]) -> Iterator[Any]:
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             if line.strip():
-                yield json.loads(line)
+                yield loads(line)
     if buffer.strip():
-        yield json.loads(buffer)
+        yield loads(buffer)
+
+
+def loads(text: bytes | str) -> Any:
+    """Parse JSON; nesting too deep for the parser is a ValueError like any other bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:  # e.g. a line of 100,000 "[": not a reason to crash the stream
+        raise ValueError("JSON nested too deeply") from None

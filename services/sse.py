@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from services.ndjson import loads
 
 
 def iter_sse(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
@@ -38,4 +39,4 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
 def iter_sse_json(chunks: Iterable[bytes]) -> Iterator[Any]:
     """Yield each SSE event's data parsed as JSON; bad JSON raises ValueError."""
     for _name, data in iter_sse(chunks):
-        yield json.loads(data)
+        yield loads(data)

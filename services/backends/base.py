@@ -174,7 +174,7 @@ class Backend:
     def _json(self, resp: requests.Response) -> Any:
         try:
             return resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UpstreamError(f"{self.title} sent a reply that is not JSON.") from None
 
     def _error_from_response(self, resp: requests.Response) -> GatewayError:

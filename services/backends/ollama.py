@@ -24,7 +24,7 @@ from services.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
-from services.ndjson import iter_ndjson
+from services.ndjson import iter_ndjson, loads
 from services.types import (
     CallContext,
     ChatDelta,
@@ -258,7 +258,7 @@ def _select_tools(
 
 def _call_to_ollama(call: ToolCall, message_index: int) -> dict[str, Any]:
     try:
-        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        arguments = loads(call.arguments) if call.arguments.strip() else {}
     except ValueError:
         raise InvalidRequestError(
             "Tool call arguments must be JSON text.",

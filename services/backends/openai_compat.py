@@ -7,7 +7,6 @@ The upstream key comes from configuration only; a caller's Relay key never goes 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Generator
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from services.backends.base import Backend
 from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
 from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
 from services.images import ImageLoader
+from services.ndjson import loads
 from services.responses_convert import (
     ResponsesStreamReader,
     chat_to_responses,
@@ -102,7 +102,7 @@ class OpenAICompatBackend(Backend):
                 if data.strip() == "[DONE]":
                     break
                 try:
-                    event = json.loads(data)
+                    event = loads(data)
                 except ValueError:
                     raise UpstreamError(f"{self.title} sent a malformed event.") from None
                 yield from reader.feed(event)
