@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Flask, current_app
 
 from services.gateway import Gateway
@@ -14,7 +16,7 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, home, images, metrics, models, responses
+    from blueprints import auth, chat, health, home, images, metrics, models, openapi, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
@@ -31,6 +33,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(home.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def call_context() -> CallContext:
@@ -52,7 +55,36 @@ def json_body() -> object:
 
     if not request.get_data(cache=True):
         raise InvalidRequestError("The request body is empty; send a JSON object.")
-    body = request.get_json(force=True, silent=True)
+    try:
+        # Strict JSON: NaN and Infinity would otherwise pass through to backends (a 502) or
+        # back to the client as invalid JSON, and a body nested past the parser's recursion
+        # limit must be a 400, not a 500 (both found by tests/test_fuzz_*.py).
+        body = json.loads(request.get_data(cache=True), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        body = None
     if body is None:
         raise InvalidRequestError("The request body is not valid JSON.")
+    if _nested_deeper_than(body, MAX_JSON_DEPTH):
+        # Re-encoding it for a backend, or echoing it, would overflow the stack (a 500).
+        raise InvalidRequestError(
+            f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
+        )
     return body
+
+
+MAX_JSON_DEPTH = 128  # far beyond any real request, far below Python's recursion limit
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
