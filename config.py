@@ -85,6 +85,7 @@ class Settings:
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
+    keepalive_seconds: float = 15.0  # SSE comment interval during upstream silences; 0: off
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_token: str | None = field(default=None, repr=False)
@@ -140,6 +141,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_IMAGE_MAX_BYTES": ("largest image accepted, inline or downloaded", "10485760"),
     "RELAY_IMAGE_FETCH_ALLOW_PRIVATE": ("allow image downloads from private addresses", "false"),
     "RELAY_IMAGE_FETCH_TIMEOUT": ("seconds allowed for one image download", "10"),
+    "RELAY_KEEPALIVE_SECONDS": (
+        "seconds of upstream silence before a stream gets a `: keep-alive` comment; 0: off",
+        "15",
+    ),
 }
 
 
@@ -201,6 +206,9 @@ def _build(env: Mapping[str, str]) -> Settings:
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
         response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
+        keepalive_seconds=_float(
+            *pick("RELAY_KEEPALIVE_SECONDS", server, "keepalive_seconds", 15.0), lo=0
+        ),
         trusted_proxies=_networks(
             *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
         ),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flask import Blueprint, Response, g, jsonify
 
 from blueprints import call_context, gateway, json_body
-from blueprints.streaming import sse_response
+from blueprints.streaming import failing, sse_response, start_stream
 from services import chat
+from services.errors import GatewayError
 from services.openai_format import parse_chat_request
 from services.openai_render import StreamStats, render_chat_completion, render_chat_stream
 
@@ -16,15 +19,23 @@ bp = Blueprint("chat", __name__)
 @bp.post("/chat/completions")
 def create_chat_completion() -> Response:
     req = parse_chat_request(json_body())
-    ctx = call_context()
+    ctx, gw = call_context(), gateway()
     g.access.update(model=req.model, stream=req.stream)
     if req.stream:
-        backend, deltas = chat.stream(gateway(), req, ctx)
         stats = g.access["stats"] = StreamStats()
-        g.access["backend"] = backend.name
-        response = sse_response(render_chat_stream(deltas, req.model, req.include_usage, stats))
+
+        def start() -> tuple[str, Iterator[bytes]]:
+            backend, deltas = chat.stream(gw, req, ctx)
+            return backend.name, render_chat_stream(deltas, req.model, req.include_usage, stats)
+
+        def fail(e: GatewayError) -> Iterator[bytes]:
+            return render_chat_stream(failing(e), req.model, req.include_usage, stats)
+
+        name, frames = start_stream(start, fail, gw.settings.keepalive_seconds)
+        g.access["backend"] = name or gw.router.resolve(req.model, ctx).name
+        response = sse_response(frames)
     else:
-        backend, result = chat.complete(gateway(), req, ctx)
+        backend, result = chat.complete(gw, req, ctx)
         g.access.update(backend=backend.name, usage=result.usage)
         response = jsonify(render_chat_completion(result, req.model))
     response.headers.update(ctx.response_headers)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flask import Blueprint, Response, g, jsonify
 
 from blueprints import call_context, gateway, json_body
-from blueprints.streaming import sse_response
+from blueprints.streaming import failing, sse_response, start_stream
 from services import responses
+from services.errors import GatewayError
 from services.openai_render import StreamStats
 from services.responses_format import parse_responses_request
+from services.responses_render import ResponseEvents
 
 bp = Blueprint("responses", __name__)
 
@@ -20,7 +24,15 @@ def create_response() -> Response:
     g.access.update(model=rreq.model, stream=rreq.stream)
     if rreq.stream:
         stats = g.access["stats"] = StreamStats()
-        g.access["backend"], frames = responses.stream(gateway(), rreq, ctx, stats)
+        gw = gateway()
+
+        def fail(e: GatewayError) -> Iterator[bytes]:
+            return ResponseEvents(rreq, stats, lambda _: None).frames(failing(e))
+
+        name, frames = start_stream(
+            lambda: responses.stream(gw, rreq, ctx, stats), fail, gw.settings.keepalive_seconds
+        )
+        g.access["backend"] = name or gw.router.resolve(rreq.model, ctx).name
         response = sse_response(frames)
     else:
         g.access["backend"], g.access["usage"], body = responses.create(gateway(), rreq, ctx)

@@ -1,10 +1,31 @@
-"""Wrap a generator of encoded SSE frames in a streaming response."""
+"""Wrap a generator of encoded SSE frames in a streaming response, with keep-alive comments.
+
+Keep-alive: while the upstream is silent (a thinking model, a Dify workflow), a comment line
+`: keep-alive` goes out every RELAY_KEEPALIVE_SECONDS, so proxies don't cut the stream and a
+vanished client is noticed at the next write. The frames are produced by a `_Pump` in a thread
+of their own, and the WSGI greenlet waits on a queue with a timeout. Only standard-library
+`threading`/`queue` are used: gunicorn's gevent worker patches them, so that thread is a
+greenlet and the waits are cooperative (only wsgi.py may import gevent, DESIGN §8.5). A
+blocking read cannot be interrupted from outside, so when the client goes away the pump shuts
+the upstream sockets down (services/backends/cutoff.py) and the producer unwinds at once.
+The pump starts the stream itself, so silence before the first token is covered too: an error
+within the first interval is still a real HTTP status, a later one an in-band error frame.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Response
+from loguru import logger
+
+from services.backends import cutoff
+from services.errors import GatewayError
+
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def sse_response(frames: Iterator[bytes]) -> Response:
@@ -15,3 +36,130 @@ def sse_response(frames: Iterator[bytes]) -> Response:
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+Start = Callable[[], tuple[str, Iterator[bytes]]]  # primes a stream: (backend name, frames)
+
+
+def start_stream(
+    start: Start, fail: Callable[[GatewayError], Iterator[bytes]], interval: float
+) -> tuple[str | None, Iterator[bytes]]:
+    """Start a stream; keep it alive with comments while it is silent.
+
+    Errors raised by `start` within `interval` are raised here, before any header is sent;
+    later ones are rendered in-band by `fail`. The backend name is None when the stream had
+    not started within `interval`. With `interval` 0 the stream runs inline, as it did.
+    """
+    if interval <= 0:
+        return start()
+    started: dict[str, str] = {}
+
+    def run() -> Iterator[bytes]:
+        started["backend"], frames = start()
+        return frames
+
+    pump = _Pump(run)
+    first = pump.get(interval)
+    if isinstance(first, BaseException):
+        raise first
+    return started.get("backend"), _Relay(pump, _relay(pump, first, fail, interval))
+
+
+def failing(error: GatewayError) -> Iterator[Any]:
+    """A stream of deltas that fails at once, for a renderer to turn into its error frames."""
+    raise error
+    yield  # noqa: B901 - makes this a generator
+
+
+_STARTED, _END, _SILENT = object(), object(), object()
+
+
+class _Relay:
+    """The response body; closing it stops the pump even if iteration never began."""
+
+    def __init__(self, pump: _Pump, frames: Iterator[bytes]) -> None:
+        self.pump, self.frames = pump, frames
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.frames)
+
+    def close(self) -> None:
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()
+        self.pump.stop()
+
+
+def _relay(
+    pump: _Pump, first: object, fail: Callable[[GatewayError], Iterator[bytes]], interval: float
+) -> Iterator[bytes]:
+    try:
+        item = first
+        while item is not _END:
+            if item is _SILENT:
+                yield KEEPALIVE
+            elif isinstance(item, GatewayError):  # the stream failed to start, headers are out
+                yield from fail(item)
+                return
+            elif isinstance(item, BaseException):
+                logger.opt(exception=item).error("stream failed to start")
+                yield from fail(GatewayError("Relay failed while streaming the reply."))
+                return
+            elif isinstance(item, bytes):
+                yield item
+            item = pump.get(interval)
+    finally:
+        pump.stop()  # on the end of the stream, and when the client went away
+
+
+class _Pump:
+    """Run a stream's frames in a thread (a greenlet under gevent), handing them over a queue."""
+
+    def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=8)  # backpressure on the upstream
+        self.stopped = threading.Event()
+        self.upstreams: list[Any] = []  # requests.Response objects
+        self.thread = threading.Thread(target=self._run, args=(start,), daemon=True)
+        self.thread.start()
+
+    def get(self, timeout: float) -> object:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return _SILENT
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            cutoff.cut(self.upstreams)
+        while True:  # free a producer blocked on a full queue; it sees `stopped` next
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _put(self, item: object) -> bool:
+        if self.stopped.is_set():
+            return False
+        self.queue.put(item)
+        return True
+
+    def _run(self, start: Callable[[], Iterator[bytes]]) -> None:
+        cutoff.watch(self.upstreams)
+        frames: Iterator[bytes] | None = None
+        try:
+            frames = start()
+            if self._put(_STARTED):
+                for frame in frames:
+                    if not self._put(frame):
+                        return
+                self._put(_END)
+        except BaseException as e:  # handed to the WSGI greenlet, which renders or raises it
+            self._put(e)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()

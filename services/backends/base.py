@@ -12,6 +12,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from config import BackendSettings, Settings
+from services.backends import cutoff
 from services.errors import (
     GatewayError,
     UnsupportedError,
@@ -142,6 +143,8 @@ class Backend:
                 raise self._error_from_response(resp)
             finally:
                 resp.close()
+        if stream:
+            cutoff.opened(resp)  # so a vanished client's stream can be cut (cutoff.py)
         return resp
 
     def _iter_body(self, resp: requests.Response) -> Iterator[bytes]:

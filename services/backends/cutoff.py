@@ -1,0 +1,41 @@
+"""Let the code that runs a stream cut its upstream replies short from another greenlet.
+
+A stream's frames may be produced in a greenlet of their own (the keep-alive pump in
+blueprints/streaming.py). When the client goes away while that greenlet waits on a silent
+upstream, closing the generator is impossible (it is executing), so the pump shuts the
+upstream sockets down instead: the blocked read returns at once and the generator unwinds,
+closing the reply as usual. Only replies opened in a context that called `watch()` are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from contextvars import ContextVar
+
+import requests
+
+_WATCHED: ContextVar[list[requests.Response] | None] = ContextVar("relay_upstreams", default=None)
+
+
+def watch(replies: list[requests.Response]) -> None:
+    """Record every streamed reply this context (thread or greenlet) opens from now on."""
+    _WATCHED.set(replies)
+
+
+def opened(reply: requests.Response) -> None:
+    watched = _WATCHED.get()
+    if watched is not None:
+        watched.append(reply)
+
+
+def cut(replies: list[requests.Response]) -> None:
+    """Shut down the sockets of replies still being read; finished ones are left alone."""
+    for reply in replies:
+        # urllib3 drops the connection from the reply when it goes back to the pool, so a
+        # socket that now serves another request is never touched.
+        connection = getattr(reply.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
