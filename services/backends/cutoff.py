@@ -32,10 +32,20 @@ def opened(reply: requests.Response) -> None:
 def cut(replies: list[requests.Response]) -> None:
     """Shut down the sockets of replies still being read; finished ones are left alone."""
     for reply in replies:
-        # urllib3 drops the connection from the reply when it goes back to the pool, so a
-        # socket that now serves another request is never touched.
-        connection = getattr(reply.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
+        sock = _socket_of(reply)
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _socket_of(reply: requests.Response) -> socket.socket | None:
+    # While a reply is being read, its socket hangs off the connection (keep-alive) or, when
+    # the server said Connection: close, only off http.client's file object. Both let go of
+    # it when the reply ends or goes back to the pool, so a socket that now serves another
+    # request is never found here.
+    connection = getattr(reply.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        fp = getattr(getattr(reply.raw, "_fp", None), "fp", None)  # http.client -> BufferedReader
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)  # -> SocketIO -> socket
+    return sock if isinstance(sock, socket.socket) else None

@@ -10,9 +10,18 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.ollama import FakeOllama, Script
+
+
+@dataclass
+class SilentScript(Script):
+    """A reply that stays silent until `gate` is set (at the latest when the test ends)."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    before_headers: bool = False  # silent before sending even the response headers
 
 
 class AnyModelOllama(FakeOllama):
@@ -40,12 +49,32 @@ class AnyModelOllama(FakeOllama):
             for name, change in changes.items():
                 setattr(self, name, getattr(self, name) + change)
 
+    def silent(self, model: str, **kw: Any) -> SilentScript:
+        """Script `model` to go silent (see SilentScript); `reset()` ends every silence."""
+        self.scripts[model] = script = SilentScript(**kw)
+        return script
+
+    def reset(self) -> None:
+        for script in list(self.scripts.values()):
+            if isinstance(script, SilentScript):
+                script.gate.set()
+        super().reset()
+
     def lookup(self, model: str) -> Script | None:
         return self.scripts.get(model) or self.scripts.get("*") or Script()
+
+    def whole(self, model: str, script: Script) -> dict[str, Any]:
+        if isinstance(script, SilentScript):
+            script.gate.wait(60)
+        return super().whole(model, script)
 
     def stream(self, model: str, script: Script) -> Any:
         self._count(running=1)
         try:
+            if isinstance(script, SilentScript):
+                if not script.before_headers:
+                    yield b""  # werkzeug sends the headers on the first write
+                script.gate.wait(60)
             yield from super().stream(model, script)
         finally:
             self._count(running=-1)
