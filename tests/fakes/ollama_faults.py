@@ -33,6 +33,7 @@ class AnyModelOllama(FakeOllama):
         self._count_lock = threading.Lock()
         super().__init__(port=port, record=False)
         server = self._server.server
+        server.socket.listen(4096)  # a storm of streams connects at once
         handle = server.finish_request
 
         def finish_request(request: Any, client_address: Any) -> None:
