@@ -37,9 +37,9 @@ def wait_for(url: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=2)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.05)
     raise SystemExit(f"{url} did not come up")
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     fake_port, relay_port = free_port(), free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama", str(fake_port)], cwd=ROOT)
+    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_upstream", str(fake_port)], cwd=ROOT)
     env = {
         "PATH": os.environ["PATH"],
         "RELAY_ENV_FILE": "",

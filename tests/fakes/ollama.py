@@ -65,7 +65,8 @@ class Recorded:
 
 
 class FakeOllama:
-    def __init__(self, port: int = 0, record: bool = True) -> None:
+    def __init__(self, port: int = 0, record: bool = True, serve: bool = True) -> None:
+        """Start serving on 127.0.0.1:port; serve=False builds only the WSGI app (benchmarks)."""
         self.record = record
         self.models = ["llama3.2:latest", "qwen3:8b"]
         self.scripts: dict[str, Script] = {}
@@ -73,8 +74,8 @@ class FakeOllama:
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
         self._lock = threading.Lock()
-        self._server = ServerThread(self.wsgi, port=port)
-        self.url = self._server.url
+        self._server = ServerThread(self.wsgi, port=port) if serve else None
+        self.url = self._server.url if self._server else ""
 
     # --- test controls --------------------------------------------------------------------
 
@@ -98,7 +99,8 @@ class FakeOllama:
         return [r for r in self.requests if r.path == path][-1]
 
     def close(self) -> None:
-        self._server.close()
+        if self._server:
+            self._server.close()
 
     # --- the server -----------------------------------------------------------------------
 
@@ -252,15 +254,9 @@ class FakeOllama:
                 return
             finished = True
             yield go_json(self.final(model, script, {"role": "assistant", "content": ""})) + b"\n"
-            self.completed.append(model)
+            if self.record:
+                self.completed.append(model)
         finally:
-            if not finished:
+            if not finished and self.record:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
-
-
-if __name__ == "__main__":  # standalone, for benchmarks: python -m tests.fakes.ollama PORT
-    import sys
-
-    FakeOllama(port=int(sys.argv[1]), record=False)
-    threading.Event().wait()
