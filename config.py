@@ -79,6 +79,7 @@ class Settings:
     image_fetch_allow_private: bool = False
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -122,6 +123,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_IMAGE_MAX_BYTES": ("largest image accepted, inline or downloaded", "10485760"),
     "RELAY_IMAGE_FETCH_ALLOW_PRIVATE": ("allow image downloads from private addresses", "false"),
     "RELAY_IMAGE_FETCH_TIMEOUT": ("seconds allowed for one image download", "10"),
+    "RELAY_CORS_ORIGINS": (
+        "browser origins allowed to call /v1, comma-separated, or * for any (CORS)",
+        "unset (off)",
+    ),
 }
 
 
@@ -179,6 +184,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         conversation_ttl=_float(
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
+        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
     )
@@ -416,6 +422,21 @@ def _keys(name: str, value: Any) -> tuple[str, ...]:
         if len(key) < 8 or any(c.isspace() for c in key):
             raise ConfigError(f"{name} has a key shorter than 8 characters or with spaces in it")
     return keys
+
+
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+        ):
+            raise ConfigError(
+                f"{name} must list origins like https://app.example.com (scheme, host and "
+                f"optional port, no path) or *, got {origin!r}"
+            )
+    return origins
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

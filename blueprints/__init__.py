@@ -14,12 +14,14 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, models
+    from blueprints import auth, chat, completions, embeddings, health, models
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
     v1.register_blueprint(chat.bp)
     v1.register_blueprint(models.bp)
+    v1.register_blueprint(completions.bp)
+    v1.register_blueprint(embeddings.bp)
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)
 

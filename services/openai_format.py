@@ -80,7 +80,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         temperature=opt_number(body, "temperature", 0, 2),
         top_p=opt_number(body, "top_p", 0, 1),
         max_tokens=max_tokens,
-        stop=_parse_stop(body.get("stop")),
+        stop=parse_stop(body.get("stop")),
         seed=opt_int(body, "seed"),
         presence_penalty=opt_number(body, "presence_penalty", -2, 2),
         frequency_penalty=opt_number(body, "frequency_penalty", -2, 2),
@@ -195,7 +195,7 @@ def _parse_tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _parse_stop(raw: Any) -> tuple[str, ...]:
+def parse_stop(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):

@@ -37,6 +37,7 @@ from services.errors import (
     ModelNotFoundError,
     NotFoundError,
     RateLimitError,
+    UnsupportedError,
     UpstreamError,
 )
 from services.images import ImageLoader
@@ -48,6 +49,7 @@ from services.types import (
     ChatRequest,
     Message,
     ModelInfo,
+    TextRequest,
 )
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp")
@@ -133,6 +135,24 @@ class DifyBackend(Backend):
             if not stream.finished and stream.task_id:
                 self._stop(call, stream.task_id)  # the client left or the stream broke
             resp.close()
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        """Run a text-generator (completion) app on a legacy completions prompt.
+
+        The prompt becomes the app's query; sampling fields, suffix and stop are the app's own
+        business (its model settings), so they are not sent.
+        """
+        app, caller_key = self._app_for(req.model, ctx)
+        mode = app.mode or self._mode(app, caller_key)
+        if mode != "completion":
+            raise UnsupportedError(
+                f"{self._app_title(app)} is a {mode} app; /v1/completions serves Dify "
+                "text-generator apps only, use /v1/chat/completions.",
+                param="model",
+            )
+        prompt = Message(role="user", content=req.prompt)
+        chat = ChatRequest(model=req.model, messages=(prompt,), user=req.user, extra=req.extra)
+        yield from self.stream_chat(chat, ctx)
 
     # --- planning the call ----------------------------------------------------------------
 
