@@ -301,7 +301,7 @@ class FakeOllama:
             head = {"model": model, "created_at": created_at(), "response": "".join(script.content)}
             if script.thinking:
                 head["thinking"] = "".join(script.thinking)
-            return self.json({**head, **final})
+            return self.json({**head, **{k: v for k, v in final.items() if k not in head}})
         return Response(
             self.generate_stream(model, script, final), content_type="application/x-ndjson"
         )
