@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loguru import logger
-
-from services.errors import GatewayError, InvalidRequestError, UpstreamError
-from services.openai_format import not_int, opt_bool, opt_int, opt_number, parse_stop
-from services.openai_render import StreamStats, encode_json, render_error_frame, render_usage
+from services.errors import InvalidRequestError, UpstreamError
+from services.openai_format import (
+    not_int,
+    opt_bool,
+    opt_int,
+    opt_number,
+    parse_stop,
+    require_model,
+)
+from services.openai_render import StreamStats, encode_json, guard_stream, render_usage
 from services.types import REPLACE_SEPARATOR, ChatDelta, ChatResult, TextRequest, Usage, new_id
 
 # Request fields parse_completion_request reads itself; the rest lands in TextRequest.extra
@@ -59,13 +64,7 @@ class CompletionRequest:
 
 def parse_completion_request(body: Any) -> CompletionRequest:
     """Validate an OpenAI completions body and turn it into one TextRequest per prompt."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
-        )
+    model = require_model(body)
     prompts = _parse_prompt(body.get("prompt"))
     for name in ("n", "best_of"):
         value = body.get(name)
@@ -85,7 +84,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
     user = body.get("user")
     template = TextRequest(
-        model=model.strip(),
+        model=model,
         prompt="",
         suffix=suffix or None,
         max_tokens=opt_int(body, "max_tokens", lo=1),
@@ -161,6 +160,12 @@ def render_completion_stream(
     Each text fragment is held back until the next one arrives, so that `finish_reason` can
     ride on the last text chunk as OpenAI sends it; reasoning is not part of the text.
     """
+    return guard_stream(_completion_frames(deltas, req, stats), stats)
+
+
+def _completion_frames(
+    deltas: Iterator[tuple[int, ChatDelta]], req: CompletionRequest, stats: StreamStats
+) -> Iterator[bytes]:
     head = {
         "id": new_id("cmpl-"),
         "object": "text_completion",
@@ -178,41 +183,33 @@ def render_completion_stream(
     pending: str | None = None
     current, sent_text = -1, False
     prompt_tokens = completion_tokens = 0
-    try:
-        for index, d in deltas:
-            if index != current:  # the next prompt starts
-                current, sent_text = index, False
-                pending = req.prompts[index].prompt if req.echo else None
-            text = d.content
-            if d.replace and sent_text:
-                text = REPLACE_SEPARATOR + text
-            if text:
-                if pending:
-                    yield frame(index, pending)
-                pending, sent_text = text, True
-            if d.finish_reason is not None:
-                usage = d.usage or Usage()
-                prompt_tokens += usage.prompt_tokens
-                completion_tokens += usage.completion_tokens
-                stats.finish_reason = d.finish_reason
-                stats.usage = Usage(prompt_tokens, completion_tokens)
-                yield frame(index, pending or "", d.finish_reason)
-                pending = None
-                if index == len(req.prompts) - 1:
-                    if req.include_usage:
-                        usage_json = render_usage(stats.usage)
-                        yield (
-                            b"data: "
-                            + encode_json({**head, "choices": [], "usage": usage_json})
-                            + b"\n\n"
-                        )
-                    yield b"data: [DONE]\n\n"
-                    return
-        raise UpstreamError("The backend's stream ended before the reply was complete.")
-    except GatewayError as e:
-        stats.error = e.message
-        yield render_error_frame(e)
-    except Exception:  # a bug of ours: log it, end the stream with a clean frame
-        logger.exception("stream failed")
-        stats.error = "internal error"
-        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
+    for index, d in deltas:
+        if index != current:  # the next prompt starts
+            current, sent_text = index, False
+            pending = req.prompts[index].prompt if req.echo else None
+        text = d.content
+        if d.replace and sent_text:
+            text = REPLACE_SEPARATOR + text
+        if text:
+            if pending:
+                yield frame(index, pending)
+            pending, sent_text = text, True
+        if d.finish_reason is not None:
+            usage = d.usage or Usage()
+            prompt_tokens += usage.prompt_tokens
+            completion_tokens += usage.completion_tokens
+            stats.finish_reason = d.finish_reason
+            stats.usage = Usage(prompt_tokens, completion_tokens)
+            yield frame(index, pending or "", d.finish_reason)
+            pending = None
+            if index == len(req.prompts) - 1:
+                if req.include_usage:
+                    usage_json = render_usage(stats.usage)
+                    yield (
+                        b"data: "
+                        + encode_json({**head, "choices": [], "usage": usage_json})
+                        + b"\n\n"
+                    )
+                yield b"data: [DONE]\n\n"
+                return
+    raise UpstreamError("The backend's stream ended before the reply was complete.")

@@ -11,7 +11,7 @@ import struct
 from typing import Any
 
 from services.errors import InvalidRequestError
-from services.openai_format import opt_int
+from services.openai_format import opt_int, require_model
 from services.types import EmbeddingRequest, EmbeddingResult
 
 ENCODINGS = ("float", "base64")
@@ -26,13 +26,7 @@ _KNOWN = {"model", "input", "encoding_format", "dimensions", "user"}
 
 def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
     """Validate an OpenAI embeddings body; return the request and the encoding asked for."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
-        )
+    model = require_model(body)
     encoding = body.get("encoding_format")
     encoding = "float" if encoding is None else str(encoding).lower()
     if encoding not in ENCODINGS:
@@ -42,7 +36,7 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
         )
     user = body.get("user")
     req = EmbeddingRequest(
-        model=model.strip(),
+        model=model,
         inputs=_parse_input(body.get("input")),
         dimensions=opt_int(body, "dimensions", lo=1),
         user=user if isinstance(user, str) and user else None,
