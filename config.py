@@ -73,13 +73,13 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     backends: tuple[BackendSettings, ...] = ()
     fetch_image_urls: bool = False
     image_max_bytes: int = 10 * 1024 * 1024
     image_fetch_allow_private: bool = False
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
-    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -170,6 +170,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_int(
             *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
         ),
+        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         backends=_backends(env, doc),
         fetch_image_urls=_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
         image_max_bytes=_int(
@@ -184,7 +185,6 @@ def _build(env: Mapping[str, str]) -> Settings:
         conversation_ttl=_float(
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
-        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
     )
@@ -424,6 +424,18 @@ def _keys(name: str, value: Any) -> tuple[str, ...]:
     return keys
 
 
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _opt_str(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{name} must be a non-empty string")
+    return value
+
+
 def _origins(name: str, value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
@@ -437,18 +449,6 @@ def _origins(name: str, value: Any) -> tuple[str, ...]:
                 f"optional port, no path) or *, got {origin!r}"
             )
     return origins
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
-
-
-def _opt_str(name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"{name} must be a non-empty string")
-    return value
 
 
 def _dify_url(name: str, value: Any) -> str:
