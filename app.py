@@ -10,7 +10,6 @@ from loguru import logger
 import config
 from blueprints import register_blueprints
 from blueprints.access_log import register_access_log
-from blueprints.cors import register_cors
 from blueprints.error_handlers import register_error_handlers
 from services.gateway import build_gateway
 from services.log_setup import configure_logging
@@ -28,7 +27,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["relay"] = build_gateway(settings)
     register_access_log(app)
-    register_cors(app, settings.cors_origins)
     register_blueprints(app)
     register_error_handlers(app)
     for backend in settings.backends:
