@@ -74,6 +74,19 @@ def render_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_json(error.to_dict()) + b"\n\n"
 
 
+def guard_stream(frames: Iterator[bytes], stats: StreamStats) -> Iterator[bytes]:
+    """Pass frames on; a failure ends the stream with one error frame (openai-api §1.4)."""
+    try:
+        yield from frames
+    except GatewayError as e:
+        stats.error = e.message
+        yield render_error_frame(e)
+    except Exception:  # a bug of ours: log it, end the stream with a clean frame
+        logger.exception("stream failed")
+        stats.error = "internal error"
+        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
+
+
 @dataclass(slots=True)
 class StreamStats:
     """What a stream did, filled in while it runs and read by the access log when it closes."""
@@ -88,25 +101,6 @@ def render_chat_stream(
     deltas: Iterator[ChatDelta], model: str, include_usage: bool, stats: StreamStats
 ) -> Iterator[bytes]:
     """Turn core deltas into encoded SSE frames: role, content, finish, usage, [DONE]."""
-    return guard_stream(_chat_frames(deltas, model, include_usage, stats), stats)
-
-
-def guard_stream(frames: Iterator[bytes], stats: StreamStats) -> Iterator[bytes]:
-    """Pass frames on; a failure ends the stream with one error frame (openai-api §1.4)."""
-    try:
-        yield from frames
-    except GatewayError as e:
-        stats.error = e.message
-        yield render_error_frame(e)
-    except Exception:  # a bug of ours: log it, end the stream with a clean frame
-        logger.exception("stream failed")
-        stats.error = "internal error"
-        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
-
-
-def _chat_frames(
-    deltas: Iterator[ChatDelta], model: str, include_usage: bool, stats: StreamStats
-) -> Iterator[bytes]:
     head = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion.chunk",
@@ -123,25 +117,33 @@ def _chat_frames(
 
     seen_tools: set[int] = set()
     sent_text = False
-    yield frame({"role": "assistant", "content": ""})
-    for d in deltas:
-        if d.reasoning:
-            yield frame({"reasoning_content": d.reasoning})
-        if d.content:
-            text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
-            sent_text = True
-            yield frame({"content": text})
-        if d.tool_calls:
-            yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
-        if d.finish_reason is not None:
-            stats.finish_reason, stats.usage = d.finish_reason, d.usage
-            yield frame({}, d.finish_reason)
-            if include_usage:
-                usage = render_usage(d.usage or Usage())
-                yield b"data: " + encode_json({**head, "choices": [], "usage": usage}) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-            return
-    raise UpstreamError("The backend's stream ended before the reply was complete.")
+    try:
+        yield frame({"role": "assistant", "content": ""})
+        for d in deltas:
+            if d.reasoning:
+                yield frame({"reasoning_content": d.reasoning})
+            if d.content:
+                text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
+                sent_text = True
+                yield frame({"content": text})
+            if d.tool_calls:
+                yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
+            if d.finish_reason is not None:
+                stats.finish_reason, stats.usage = d.finish_reason, d.usage
+                yield frame({}, d.finish_reason)
+                if include_usage:
+                    usage = render_usage(d.usage or Usage())
+                    yield b"data: " + encode_json({**head, "choices": [], "usage": usage}) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                return
+        raise UpstreamError("The backend's stream ended before the reply was complete.")
+    except GatewayError as e:
+        stats.error = e.message
+        yield render_error_frame(e)
+    except Exception:  # a bug of ours: log it, end the stream with a clean frame
+        logger.exception("stream failed")
+        stats.error = "internal error"
+        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
 
 
 def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
