@@ -78,6 +78,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     backends: tuple[BackendSettings, ...] = ()
     fetch_image_urls: bool = False
     image_max_bytes: int = 10 * 1024 * 1024
@@ -140,6 +141,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_IMAGE_MAX_BYTES": ("largest image accepted, inline or downloaded", "10485760"),
     "RELAY_IMAGE_FETCH_ALLOW_PRIVATE": ("allow image downloads from private addresses", "false"),
     "RELAY_IMAGE_FETCH_TIMEOUT": ("seconds allowed for one image download", "10"),
+    "RELAY_CORS_ORIGINS": (
+        "browser origins allowed to call /v1, comma-separated, or * for any (CORS)",
+        "unset (off)",
+    ),
 }
 
 
@@ -186,6 +191,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_int(
             *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
         ),
+        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         backends=_backends(env, doc),
         fetch_image_urls=_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
         image_max_bytes=_int(
@@ -485,6 +491,21 @@ def _opt_str(name: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigError(f"{name} must be a non-empty string")
     return value
+
+
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+        ):
+            raise ConfigError(
+                f"{name} must list origins like https://app.example.com (scheme, host and "
+                f"optional port, no path) or *, got {origin!r}"
+            )
+    return origins
 
 
 def _dify_url(name: str, value: Any) -> str:

@@ -60,8 +60,15 @@ def wait_for(url: str, timeout: float = 60) -> float:
 class Target:
     """One server under test: how to reach it and how to ask it for a chat reply."""
 
-    def __init__(self, name: str, url: str, path: str, body: dict, headers: dict,
-                 proc: subprocess.Popen | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        path: str,
+        body: dict,
+        headers: dict,
+        proc: subprocess.Popen | None = None,
+    ) -> None:
         self.name, self.url, self.path, self.body, self.headers = name, url, path, body, headers
         self.proc = proc
 
@@ -75,15 +82,30 @@ class Target:
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def start_fake(tokens: int, pace: float) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    proc = start([sys.executable, "-m", "bench.fake_upstream", str(port), "--tokens", str(tokens),
-                  "--pace", str(pace)])
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "bench.fake_upstream",
+            str(port),
+            "--tokens",
+            str(tokens),
+            "--pace",
+            str(pace),
+        ]
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/api/version")
     return url, proc
@@ -91,8 +113,14 @@ def start_fake(tokens: int, pace: float) -> tuple[str, subprocess.Popen]:
 
 def start_relay(upstream: str) -> tuple[Target, float]:
     port = free_port()
-    env = {"RELAY_ENV_FILE": "", "PORT": str(port), "OLLAMA_BASE_URL": upstream,
-           "RELAY_API_KEYS": KEY, "LOG_LEVEL": "warn", "RELAY_WORKER_CONNECTIONS": "4000"}
+    env = {
+        "RELAY_ENV_FILE": "",
+        "PORT": str(port),
+        "OLLAMA_BASE_URL": upstream,
+        "RELAY_API_KEYS": KEY,
+        "LOG_LEVEL": "warn",
+        "RELAY_WORKER_CONNECTIONS": "4000",
+    }
     proc = start([sys.executable, "-m", "gunicorn", "wsgi:app"], env)
     url = f"http://127.0.0.1:{port}"
     cold = wait_for(url + "/health")
@@ -112,8 +140,11 @@ def start_litellm(upstream: str, litellm: str, workdir: Path) -> tuple[Target, f
     )
     # No network here: use the bundled model cost map and no telemetry.
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    proc = start([litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
-                 env, cwd=workdir)
+    proc = start(
+        [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        env,
+        cwd=workdir,
+    )
     url = f"http://127.0.0.1:{port}"
     cold = wait_for(url + "/health/liveliness", timeout=120)
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -131,9 +162,19 @@ def wrk(target: Target, connections: int, seconds: int, workdir: Path) -> dict[s
         f'wrk.headers["Content-Type"] = "application/json"\n{headers}'
     )
     out = subprocess.run(
-        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-s", str(script), target.url + target.path],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            target.url + target.path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -160,8 +201,9 @@ def stream_timings(target: Target, count: int, concurrency: int) -> dict[str, fl
 
     def one() -> None:
         started = time.perf_counter()
-        with session.post(target.url + target.path, json=body, headers=target.headers,
-                          stream=True) as resp:
+        with session.post(
+            target.url + target.path, json=body, headers=target.headers, stream=True
+        ) as resp:
             last = None
             for line in resp.iter_lines():
                 if not line or (target.name != "direct" and b"content" not in line):
@@ -177,9 +219,11 @@ def stream_timings(target: Target, count: int, concurrency: int) -> dict[str, fl
     for _ in range(count):
         pool.spawn(one)
     pool.join()
-    return {"ttft_ms": statistics.median(firsts) * 1000,
-            "gap_p50_ms": statistics.median(gaps) * 1000,
-            "gap_p99_ms": sorted(gaps)[int(len(gaps) * 0.99)] * 1000}
+    return {
+        "ttft_ms": statistics.median(firsts) * 1000,
+        "gap_p50_ms": statistics.median(gaps) * 1000,
+        "gap_p99_ms": sorted(gaps)[int(len(gaps) * 0.99)] * 1000,
+    }
 
 
 def held_streams(target: Target, count: int) -> dict[str, float]:
@@ -191,9 +235,11 @@ def held_streams(target: Target, count: int) -> dict[str, float]:
     def one() -> None:
         s = socket.create_connection(("127.0.0.1", int(target.url.rsplit(":", 1)[1])))
         payload = json.dumps(body).encode()
-        head = (f"POST {target.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Authorization: {target.headers['Authorization']}\r\n"
-                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        head = (
+            f"POST {target.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {target.headers['Authorization']}\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
         s.sendall(head + payload)
         data = b""
         while b"content" not in data:
@@ -218,8 +264,9 @@ def held_streams(target: Target, count: int) -> dict[str, float]:
 def worker_rss_mb(target: Target) -> float:
     """RSS of the target's serving process (gunicorn's worker: the master's child)."""
     assert target.proc is not None
-    pids = subprocess.run(["pgrep", "-P", str(target.proc.pid)], capture_output=True,
-                          text=True).stdout.split() or [str(target.proc.pid)]
+    pids = subprocess.run(
+        ["pgrep", "-P", str(target.proc.pid)], capture_output=True, text=True
+    ).stdout.split() or [str(target.proc.pid)]
     status = Path(f"/proc/{pids[0]}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
@@ -238,9 +285,13 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    results: dict[str, dict] = {"machine": {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "python": platform.python_version()}}
+    results: dict[str, dict] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+    }
     started: list[Target] = []
     try:
         # 1. Non-streaming, instant upstream.
@@ -250,7 +301,10 @@ def main() -> None:
         litellm = start_litellm(upstream, args.litellm, workdir)
         started += [direct, relay] + ([litellm[0]] if litellm else [])
         targets = [direct, relay] + ([litellm[0]] if litellm else [])
-        results["cold_start_s"] = {"Relay": relay_cold, **({"LiteLLM": litellm[1]} if litellm else {})}
+        results["cold_start_s"] = {
+            "Relay": relay_cold,
+            **({"LiteLLM": litellm[1]} if litellm else {}),
+        }
         for t in targets:  # warm up
             wrk(t, 4, 2, workdir)
         for c in (1, 16, 64):
@@ -289,21 +343,30 @@ def report(r: dict) -> None:
     for c in ("c1", "c16", "c64"):
         row = "".join(
             f"{r[c][n]['p50_ms']:8.2f}/{r[c][n]['p99_ms']:7.2f} ms {r[c][n]['rps']:6.0f}/s"
-            for n in names)
+            for n in names
+        )
         print(f"concurrency {c[1:]:4}{row}")
     d, x = r["c16"]["direct"], r["c16"]["Relay"]
-    print(f"\nadded by Relay at concurrency 16: p50 {x['p50_ms'] - d['p50_ms']:.2f} ms, "
-          f"p99 {x['p99_ms'] - d['p99_ms']:.2f} ms")
+    print(
+        f"\nadded by Relay at concurrency 16: p50 {x['p50_ms'] - d['p50_ms']:.2f} ms, "
+        f"p99 {x['p99_ms'] - d['p99_ms']:.2f} ms"
+    )
     if "LiteLLM" in names:
         for c in ("c1", "c16", "c64"):
-            print(f"throughput Relay / LiteLLM at {c[1:]:>2}: "
-                  f"{r[c]['Relay']['rps'] / r[c]['LiteLLM']['rps']:.1f}x")
+            print(
+                f"throughput Relay / LiteLLM at {c[1:]:>2}: "
+                f"{r[c]['Relay']['rps'] / r[c]['LiteLLM']['rps']:.1f}x"
+            )
     print("\nstreams (40 tokens, 20 ms apart, 16 at a time): TTFT, chunk gap p50/p99")
     for n, s in r["streams"].items():
-        print(f"  {n:8} {s['ttft_ms']:7.2f} ms   {s['gap_p50_ms']:6.2f} / {s['gap_p99_ms']:6.2f} ms")
-    print(f"\none Relay worker held {r['held']['streams']} concurrent streams in "
-          f"{r['held']['rss_mb']:.0f} MB RSS")
-    print(f"cold start: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["cold_start_s"].items()))
+        print(
+            f"  {n:8} {s['ttft_ms']:7.2f} ms   {s['gap_p50_ms']:6.2f} / {s['gap_p99_ms']:6.2f} ms"
+        )
+    print(
+        f"\none Relay worker held {r['held']['streams']} concurrent streams in "
+        f"{r['held']['rss_mb']:.0f} MB RSS"
+    )
+    print("cold start: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["cold_start_s"].items()))
 
 
 def plot(r: dict, path: Path) -> None:
@@ -319,10 +382,18 @@ def plot(r: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     xs = range(3)
     for i, n in enumerate(names):
-        left.bar([x + i * 0.25 for x in xs], [r[c][n]["rps"] for c in ("c1", "c16", "c64")],
-                 width=0.25, label=n)
-        right.bar([x + i * 0.25 for x in xs], [r[c][n]["p99_ms"] for c in ("c1", "c16", "c64")],
-                  width=0.25, label=n)
+        left.bar(
+            [x + i * 0.25 for x in xs],
+            [r[c][n]["rps"] for c in ("c1", "c16", "c64")],
+            width=0.25,
+            label=n,
+        )
+        right.bar(
+            [x + i * 0.25 for x in xs],
+            [r[c][n]["p99_ms"] for c in ("c1", "c16", "c64")],
+            width=0.25,
+            label=n,
+        )
     for ax, title in ((left, "requests per second"), (right, "p99 latency (ms)")):
         ax.set_xticks([x + 0.25 for x in xs], ["c=1", "c=16", "c=64"])
         ax.set_title(title)

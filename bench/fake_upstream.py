@@ -50,8 +50,9 @@ def main() -> None:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind(("127.0.0.1", args.port))
     listener.listen(2048)
-    WSGIServer(listener, fake.wsgi, log=None, error_log=_Quiet(),
-               handler_class=_NoDelayHandler).serve_forever()
+    WSGIServer(
+        listener, fake.wsgi, log=None, error_log=_Quiet(), handler_class=_NoDelayHandler
+    ).serve_forever()
 
 
 if __name__ == "__main__":

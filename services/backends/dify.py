@@ -52,6 +52,7 @@ from services.types import (
     ImageRequest,
     Message,
     ModelInfo,
+    TextRequest,
 )
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp")
@@ -102,6 +103,24 @@ class DifyBackend(Backend):
         if not self.apps:  # caller keys only: any answer from Dify shows it is up
             with contextlib.suppress(_AppKeyRefusedError):
                 self._send("GET", "/info", timeout=(self.timeout[0], 5.0))
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        """Run a text-generator (completion) app on a legacy completions prompt.
+
+        The prompt becomes the app's query; sampling fields, suffix and stop are the app's own
+        business (its model settings), so they are not sent.
+        """
+        app, caller_key = self._app_for(req.model, ctx)
+        mode = app.mode or self._mode(app, caller_key)
+        if mode != "completion":
+            raise UnsupportedError(
+                f"{self._app_title(app)} is a {mode} app; /v1/completions serves Dify "
+                "text-generator apps only, use /v1/chat/completions.",
+                param="model",
+            )
+        prompt = Message(role="user", content=req.prompt)
+        chat = ChatRequest(model=req.model, messages=(prompt,), user=req.user, extra=req.extra)
+        yield from self.stream_chat(chat, ctx)
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         call = self._plan(req, ctx)

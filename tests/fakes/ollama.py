@@ -6,9 +6,12 @@ recorded, and so is every stream whose client went away before it finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 import string
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -133,6 +136,10 @@ class FakeOllama:
             return self.json({"models": [self.tag(name) for name in self.models]})
         if path == "/api/chat" and request.method == "POST":
             return self.chat(body)
+        if path == "/api/generate" and request.method == "POST":
+            return self.generate(body)
+        if path == "/api/embed" and request.method == "POST":
+            return self.embed(body)
         return Response("404 page not found", status=404, content_type="text/plain")
 
     @staticmethod
@@ -260,3 +267,104 @@ class FakeOllama:
             if not finished and self.record:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
+
+    # --- /api/generate and /api/embed (reference §1.2, §2.1, §4.1) ----------------------
+
+    def generate(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        if body.get("raw") and any(body.get(k) for k in ("template", "system", "context")):
+            return self.json(
+                {"error": "raw mode does not support template, system, or context"}, 400
+            )
+        if script.status is not None:
+            return self.json({"error": script.error}, script.status)
+        if not body.get("prompt") and not body.get("suffix"):  # loads the model only
+            return self.json(
+                {
+                    "model": model,
+                    "created_at": created_at(),
+                    "response": "",
+                    "done": True,
+                    "done_reason": "load",
+                }
+            )
+        # Field order of Go's GenerateResponse; `context` only outside raw mode (§2.1).
+        final: dict[str, Any] = {"model": model, "created_at": "", "response": ""}
+        final.update(done=True, done_reason=script.done_reason)
+        if not body.get("raw"):
+            final["context"] = [128006, 882, 128007, 271, 13347]
+        metrics = self.final(model, script, {})
+        final.update({k: v for k, v in metrics.items() if k.endswith(("_count", "_duration"))})
+        if not body.get("stream", True):
+            head = {"model": model, "created_at": created_at(), "response": "".join(script.content)}
+            if script.thinking:
+                head["thinking"] = "".join(script.thinking)
+            return self.json({**head, **{k: v for k, v in final.items() if k not in head}})
+        return Response(
+            self.generate_stream(model, script, final), content_type="application/x-ndjson"
+        )
+
+    def generate_stream(self, model: str, script: Script, final: dict[str, Any]) -> Any:
+        def line(**fields: Any) -> bytes:
+            chunk = {"model": model, "created_at": created_at(), **fields, "done": False}
+            return go_json(chunk) + b"\n"
+
+        finished = False
+        try:
+            for token in script.thinking:
+                yield line(response="", thinking=token)
+                time.sleep(script.pace)
+            for token in script.content:
+                yield line(response=token)
+                time.sleep(script.pace)
+            finished = True
+            if script.midstream_error is not None:
+                yield go_json({"error": script.midstream_error}) + b"\n"
+                return
+            if script.truncate:
+                return
+            yield go_json({**final, "created_at": created_at()}) + b"\n"
+            self.completed.append(model)
+        finally:
+            if not finished:
+                with self._lock:
+                    self.disconnects.append((model, time.monotonic()))
+
+    def embed(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        if not all(isinstance(t, str) for t in texts):
+            return self.json({"error": "invalid input type"}, 400)
+        if not any(texts):  # loads the model only
+            return self.json({"model": model, "embeddings": []})
+        dims = body.get("dimensions") or EMBED_DIMENSIONS
+        out: dict[str, Any] = {
+            "model": model,
+            "embeddings": [fake_embedding(t, dims) for t in texts],
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": sum(len(t.split()) for t in texts),
+        }
+        return self.json(out)
+
+
+EMBED_DIMENSIONS = 16
+
+
+def fake_embedding(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector derived from the text's hash, rounded to float32 as Ollama's."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [seed[i % len(seed)] - 127.5 for i in range(max(dimensions, 1))][:dimensions]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", x / norm))[0] for x in raw]
