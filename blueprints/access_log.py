@@ -45,8 +45,9 @@ def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     error = f" error={stats.error!r}" if stats and stats.error else ""
+    cache = f" cache={fields['cache']}" if fields.get("cache") else ""
     logger.info(
-        "{} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
+        "{} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
         line["request_id"],
         line["key"],
         line["method"],
@@ -57,6 +58,7 @@ def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
         ms,
         tokens,
         "yes" if fields.get("stream") else "no",
+        cache,
         error,
     )
 

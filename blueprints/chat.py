@@ -6,7 +6,7 @@ from flask import Blueprint, Response, g
 
 from blueprints import gateway, json_body
 from blueprints.streaming import sse_response
-from services import chat
+from services import cached_chat
 from services.openai_format import (
     StreamStats,
     parse_chat_request,
@@ -21,11 +21,12 @@ bp = Blueprint("chat", __name__)
 def create_chat_completion() -> Response | dict[str, object]:
     req = parse_chat_request(json_body())
     g.access.update(model=req.model, stream=req.stream)
+    key, policy = g.api_key, g.cache_policy
     if req.stream:
-        backend, deltas = chat.stream(gateway(), req)
+        backend, deltas, g.cache_status = cached_chat.stream(gateway(), req, key, policy)
         stats = g.access["stats"] = StreamStats()
-        g.access["backend"] = backend.name
+        g.access.update(backend=backend.name, cache=g.cache_status)
         return sse_response(render_chat_stream(deltas, req.model, req.include_usage, stats))
-    backend, result = chat.complete(gateway(), req)
-    g.access.update(backend=backend.name, usage=result.usage)
+    backend, result, g.cache_status = cached_chat.complete(gateway(), req, key, policy)
+    g.access.update(backend=backend.name, usage=result.usage, cache=g.cache_status)
     return render_chat_completion(result, req.model)

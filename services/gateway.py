@@ -8,6 +8,8 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.redis_client import RedisLink, connect
+from services.reply_cache import ReplyCache, build_cache
 from services.router import Router
 
 
@@ -16,13 +18,28 @@ class Gateway:
     settings: Settings
     router: Router
     keys: KeyStore
+    # Keys, limits and reply cache (issue 4)
+    cache: ReplyCache
+    redis: RedisLink | None = None
 
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the services together from the settings."""
     images = ImageLoader(settings)
+    redis = connect(settings.redis)
+    # A request waits for an identical one in flight at most as long as a backend may take.
+    wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     return Gateway(
         settings=settings,
         router=Router(build_backends(settings, images)),
-        keys=KeyStore(settings.api_keys),
+        keys=KeyStore(
+            settings.api_keys,
+            settings.access.keys,
+            defaults=settings.access.limits,
+            source=settings.config_file,
+        ),
+        cache=build_cache(
+            settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
+        ),
+        redis=redis,
     )

@@ -124,8 +124,10 @@ def start_gateway(
 
 @pytest.fixture(scope="session")
 def gateway(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
-    """The shared gateway: one key, Ollama at the fake."""
-    return start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY})
+    """The shared gateway: one key, Ollama at the fake, no reply cache (tests script replies)."""
+    return start_gateway(
+        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""Chat through the reply cache: whole replies stored and shared, cached replies replayed as
+streams, finished live streams stored. Builds on services.chat; knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Generator
+from typing import Any
+
+from services import chat
+from services.backends.base import Backend
+from services.gateway import Gateway
+from services.keys import ApiKey, require_model
+from services.reply_cache import BYPASS, HIT, MISS, CachePolicy, Codec, cache_key
+from services.types import ChatDelta, ChatRequest, ChatResult, ToolCall, Usage
+
+# Request fields that cannot change the answer, left out of the cache key.
+_INERT = {"stream", "include_usage", "user"}
+_INERT_EXTRA = {"metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+
+
+def chat_payload(req: ChatRequest) -> dict[str, Any]:
+    """The part of a chat request that decides its answer."""
+    payload = {k: v for k, v in dataclasses.asdict(req).items() if k not in _INERT}
+    payload["extra"] = {k: v for k, v in req.extra.items() if k not in _INERT_EXTRA}
+    return payload
+
+
+def _encode(result: ChatResult) -> bytes:
+    return json.dumps(dataclasses.asdict(result), ensure_ascii=False).encode()
+
+
+def _decode(raw: bytes) -> ChatResult:
+    data = json.loads(raw)
+    return ChatResult(
+        content=data["content"],
+        reasoning=data["reasoning"],
+        tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]),
+        finish_reason=data["finish_reason"],
+        usage=Usage(**data["usage"]),
+    )
+
+
+# A reply cut off by the token limit is not stored: asking again with more room should work.
+CHAT_CODEC = Codec(_encode, _decode, lambda r: r.finish_reason != "length")
+
+
+def _key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> str:
+    return cache_key("chat.completions", policy.tenant, backend.name, chat_payload(req))
+
+
+def complete(
+    gw: Gateway, req: ChatRequest, key: ApiKey, policy: CachePolicy
+) -> tuple[Backend, ChatResult, str]:
+    """Run a whole chat turn, or answer it from the cache; also says HIT, MISS or BYPASS."""
+    require_model(key, req.model)
+    backend = gw.router.resolve(req.model)
+    result, status = gw.cache.run(
+        _key(backend, req, policy), policy, lambda: chat.complete(gw, req)[1], CHAT_CODEC
+    )
+    return backend, result, status
+
+
+def stream(
+    gw: Gateway, req: ChatRequest, key: ApiKey, policy: CachePolicy
+) -> tuple[Backend, Generator[ChatDelta, None, None], str]:
+    """Start a streamed turn: a cached reply replayed, or a live one that fills the cache."""
+    require_model(key, req.model)
+    backend = gw.router.resolve(req.model)
+    cache_id = _key(backend, req, policy)
+    if gw.cache.enabled and policy.read:
+        hit = gw.cache.get(cache_id)
+        if hit is not None:
+            return backend, replay(CHAT_CODEC.decode(hit)), HIT
+    backend, deltas = chat.stream(gw, req)
+    status = MISS if gw.cache.enabled and policy.read else BYPASS
+    if gw.cache.enabled and policy.store:
+        deltas = _recording(deltas, lambda r: gw.cache.put(cache_id, CHAT_CODEC.encode(r)))
+    return backend, deltas, status
+
+
+def replay(result: ChatResult) -> Generator[ChatDelta, None, None]:
+    """Turn a stored reply back into deltas, so it streams with a live stream's framing."""
+    if result.reasoning:
+        yield ChatDelta(reasoning=result.reasoning)
+    if result.content:
+        yield ChatDelta(content=result.content)
+    if result.tool_calls:
+        yield ChatDelta(tool_calls=result.tool_calls)
+    yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+
+
+def _recording(
+    deltas: Generator[ChatDelta, None, None], store: Any
+) -> Generator[ChatDelta, None, None]:
+    # Collect the reply while it streams; store it only when the stream really finished.
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, ToolCall] = {}
+    try:
+        for d in deltas:
+            content.append(d.content)
+            reasoning.append(d.reasoning)
+            for c in d.tool_calls:
+                old = calls.get(c.index)
+                calls[c.index] = (
+                    c
+                    if old is None
+                    else dataclasses.replace(old, arguments=old.arguments + c.arguments)
+                )
+            if d.finish_reason is not None:
+                result = ChatResult(
+                    content="".join(content),
+                    reasoning="".join(reasoning),
+                    tool_calls=tuple(calls[i] for i in sorted(calls)),
+                    finish_reason=d.finish_reason,
+                    usage=d.usage or Usage(),
+                )
+                if CHAT_CODEC.storable(result):
+                    store(result)
+            yield d
+    finally:
+        deltas.close()
