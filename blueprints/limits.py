@@ -25,16 +25,16 @@ def _after(response: Response) -> Response:
     if not request.path.startswith("/v1/"):
         return response
     key: ApiKey | None = g.get("api_key")
-    response.headers.update(ratelimit.rate_limit_headers(key))
-    if key is None or g.get("cache_status") == "HIT":  # a cached answer costs no tokens
-        return response
-    link = gateway().redis
     access = g.get("access") or {}
     stats = access.get("stats")
-    if stats is not None:  # a stream: charge what it used when it ends
-        response.call_on_close(lambda: _charge(link, key, stats.usage))
-    else:
-        _charge(link, key, access.get("usage"))
+    # A cached answer costs no tokens; a stream is charged what it used when it ends.
+    if key is not None and g.get("cache_status") != "HIT":
+        link = gateway().redis
+        if stats is not None:
+            response.call_on_close(lambda: _charge(link, key, stats.usage))
+        else:
+            _charge(link, key, access.get("usage"))
+    response.headers.update(ratelimit.rate_limit_headers(key))
     return response
 
 

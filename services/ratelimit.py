@@ -155,9 +155,10 @@ def check_tokens(key: ApiKey) -> None:
     if stats.remaining > 0:
         return
     wait = stats.reset_time - time.time()
+    used = _guarded(link, "token limit", lambda: limiter.storage.get(item.key_for(key.name)), 0)
     raise TokensRateLimitError(
         f"Rate limit reached for tokens per min (TPM) on key '{key.name}': Limit {item.amount}, "
-        f"Used {item.amount - stats.remaining}. Please try again in {go_duration(wait)}.",
+        f"Used {used or item.amount}. Please try again in {go_duration(wait)}.",
         retry_after=retry_after(wait),
     )
 
