@@ -70,8 +70,8 @@ class Gateway:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or workers still booting
             time.sleep(0.05)
         raise RuntimeError(f"gateway did not start:\n{self.logs()}")
 
