@@ -114,9 +114,7 @@ def list_keys(file: str | None) -> None:
 @FILE
 def revoke(name: str, file: str | None) -> None:
     """Turn key NAME off (enabled = false); a running gateway refuses it within seconds."""
-    path = _path(file)
-    _run(lambda: keyfile.set_enabled(path, name, False))
-    click.echo(f"revoked key '{name}' in {path}", err=True)
+    _switch(name, file, enabled=False)
 
 
 @keys.command("enable")
@@ -124,9 +122,13 @@ def revoke(name: str, file: str | None) -> None:
 @FILE
 def enable(name: str, file: str | None) -> None:
     """Turn key NAME back on."""
+    _switch(name, file, enabled=True)
+
+
+def _switch(name: str, file: str | None, *, enabled: bool) -> None:
     path = _path(file)
-    _run(lambda: keyfile.set_enabled(path, name, True))
-    click.echo(f"enabled key '{name}' in {path}", err=True)
+    _run(lambda: keyfile.set_enabled(path, name, enabled))
+    click.echo(f"{'enabled' if enabled else 'revoked'} key '{name}' in {path}", err=True)
 
 
 if __name__ == "__main__":

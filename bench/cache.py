@@ -15,7 +15,6 @@ import itertools
 import os
 import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import KEY, ROOT, free_port, percentile, wait_for  # noqa: E402
+from bench.latency import KEY, free_port, percentile, start_relay, wait_for  # noqa: E402
 from tests.fakes.ollama import FakeOllama  # noqa: E402
 
 URL_PATH = "/v1/chat/completions"
@@ -42,22 +41,12 @@ def main() -> None:
     fake = FakeOllama(record=False)
     fake.script("llama3.2", headers_delay=args.upstream_ms / 1000)
     relay_port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "RELAY_ENV_FILE": "",
-        "PORT": str(relay_port),
-        "OLLAMA_BASE_URL": fake.url,
-        "RELAY_API_KEYS": KEY,
-        "RELAY_CACHE_TTL": "3600",
-        "RELAY_CACHE_MAX_ENTRIES": str(10 * args.requests + 1000),
-        "LOG_LEVEL": "warn",
-    }
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    relay = start_relay(
+        relay_port,
+        fake.url,
+        RELAY_CACHE_TTL="3600",
+        RELAY_CACHE_MAX_ENTRIES=str(10 * args.requests + 1000),
+        LOG_LEVEL="warn",
     )
     url = f"http://127.0.0.1:{relay_port}{URL_PATH}"
     counter = itertools.count()
