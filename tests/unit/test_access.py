@@ -135,3 +135,24 @@ def test_key_tool_edits_keep_the_file_and_write_only_digests(tmp_path):
     store = KeyStore((), config.read_keys(path, {}))
     with pytest.raises(Exception, match="revoked"):
         store.authenticate(secret)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RELAY_CACHE_TTL": "abc"}, "RELAY_CACHE_TTL must be a number"),
+        ({"RELAY_REQUESTS_PER_MINUTE": "-1"}, "RELAY_REQUESTS_PER_MINUTE must be at least 0"),
+        ({"RELAY_LIMITS_FAIL_OPEN": "maybe"}, "RELAY_LIMITS_FAIL_OPEN must be true or false"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must be a redis:// URL"),
+    ],
+)
+def test_new_settings_fail_with_one_line_naming_them(env, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load({"RELAY_ENV_FILE": "", **env})
+
+
+def test_named_keys_close_open_access():
+    settings = config.load({"RELAY_ENV_FILE": ""})
+    assert settings.open_access
+    named = config.AccessSettings(keys=(config.KeySettings("a", "0" * 64),))
+    assert not config.replace(settings, access=named).open_access
