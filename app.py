@@ -12,6 +12,7 @@ from blueprints import register_blueprints
 from blueprints.access_log import register_access_log
 from blueprints.auth import register_identity
 from blueprints.cache_control import register_cache_control
+from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
 from blueprints.limits import register_limits
 from relay_keys import keys as keys_command
@@ -39,6 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(keys_command)
     register_blueprints(app)
     register_error_handlers(app)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     for backend in settings.backends:
         logger.info(
             "backend {} ({}) serves models {}",

@@ -29,11 +29,26 @@ LOG_LEVELS = {
     "info": "INFO",
     "debug": "DEBUG",
 }
-BACKEND_TYPES = ("ollama",)
+BACKEND_TYPES = ("ollama", "dify")
+DIFY_MODES = ("chat", "agent-chat", "advanced-chat", "agent", "completion", "workflow")
+MEMORY_MODES = ("conversation", "history")
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it and says what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class DifyAppSettings:
+    """One Dify app, exposed as the model `name`; its key never appears in repr or logs."""
+
+    name: str
+    api_key: str = field(repr=False)
+    memory: str = "conversation"
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    mode: str | None = None  # detected with GET /info when not set
+    query_input: str | None = None  # workflow/completion input that receives the user's text
+    answer_output: str | None = None  # workflow output that holds the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +61,8 @@ class BackendSettings:
     models: tuple[str, ...] = ("*",)
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
+    apps: tuple[DifyAppSettings, ...] = ()  # Dify only
+    allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,9 @@ class Settings:
     image_max_bytes: int = 10 * 1024 * 1024
     image_fetch_allow_private: bool = False
     image_fetch_timeout: float = 10.0
+    conversation_ttl: float = 86400.0
+    response_ttl: float = 86400.0
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Keys, limits, reply cache and Redis (issue 4); their classes are at the end of this file.
@@ -90,6 +110,25 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_WORKERS": ("gunicorn worker processes", "1"),
     "RELAY_WORKER_CONNECTIONS": ("concurrent connections per gevent worker", "1000"),
     "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
+    "DIFY_API_URL": ("Dify API of the quick-start app, e.g. https://api.dify.ai/v1", "unset"),
+    "DIFY_API_KEY": ("the quick-start Dify app's key (app-...)", "unset"),
+    "DIFY_MODEL": ("model name of the quick-start Dify app when Ollama is also set", "dify"),
+    "DIFY_MEMORY": (
+        "conversation (Dify keeps the thread) or history (transcript each time)",
+        "conversation",
+    ),
+    "DIFY_INPUT_VARIABLE": ("workflow/completion input that receives the user's text", "query"),
+    "DIFY_OUTPUT_VARIABLE": ("workflow output that holds the answer", "auto"),
+    "DIFY_ALLOW_CALLER_KEYS": ("let callers send their own X-Dify-Api-Key", "false"),
+    "RELAY_CONVERSATION_TTL": (
+        "seconds Relay remembers which Dify conversation a chat is",
+        "86400",
+    ),
+    "RELAY_TRUSTED_PROXIES": (
+        "addresses/networks whose X-Forwarded-For is believed",
+        "127.0.0.1,::1",
+    ),
+    "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
     "RELAY_READ_TIMEOUT": ("longest wait in seconds for a backend's next bytes (504 after)", "600"),
     "RELAY_FETCH_IMAGE_URLS": ("download http(s) image URLs for backends that need bytes", "false"),
@@ -168,6 +207,13 @@ def _build(env: Mapping[str, str]) -> Settings:
         image_fetch_timeout=_float(
             *pick("RELAY_IMAGE_FETCH_TIMEOUT", images, "fetch_timeout", 10.0), lo=0.1
         ),
+        conversation_ttl=_float(
+            *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
+        ),
+        response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
+        trusted_proxies=_networks(
+            *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
+        ),
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
         access=_access(env, doc, file_path),
@@ -209,17 +255,7 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
     read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
     tables = doc.get("backends")
     if tables is None:
-        var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
-        url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API") or "http://localhost:11434"
-        return (
-            BackendSettings(
-                name="ollama",
-                type="ollama",
-                url=_url(var, url),
-                connect_timeout=connect,
-                read_timeout=read,
-            ),
-        )
+        return _backends_from_env(env, connect, read)
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(
             "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
@@ -236,21 +272,106 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
             )
         if "url" not in table:
             raise ConfigError(f"{where}.url is required")
-        models = table.get("models", ["*"])
+        apps = _dify_apps(where, table, env) if kind == "dify" else ()
+        allow_caller_keys = _bool(
+            f"{where}.allow_caller_keys", table.get("allow_caller_keys", False)
+        )
+        if kind == "dify" and not apps and not allow_caller_keys:
+            raise ConfigError(
+                f"{where} needs an [{where[13:]}.apps.NAME] table or allow_caller_keys"
+            )
+        models = table.get("models", [a.name for a in apps] if apps else ["*"])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise ConfigError(f"{where}.models must be a list of model names or globs")
         out.append(
             BackendSettings(
                 name=name,
                 type=kind,
-                url=_url(f"{where}.url", table["url"]),
+                url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
                 models=tuple(models),
+                apps=apps,
+                allow_caller_keys=allow_caller_keys,
                 connect_timeout=_float(
                     f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
                 ),
                 read_timeout=_float(
                     f"{where}.read_timeout", table.get("read_timeout", read), lo=0.01
                 ),
+            )
+        )
+    return tuple(out)
+
+
+def _backends_from_env(
+    env: Mapping[str, str], connect: float, read: float
+) -> tuple[BackendSettings, ...]:
+    """The quick start: Ollama from OLLAMA_BASE_URL, one Dify app from DIFY_API_URL."""
+    ollama_var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
+    ollama_url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API")
+    ollama = BackendSettings(
+        name="ollama",
+        type="ollama",
+        url=_url(ollama_var, ollama_url or "http://localhost:11434"),
+        connect_timeout=connect,
+        read_timeout=read,
+    )
+    if not env.get("DIFY_API_URL"):
+        return (ollama,)
+    allow = _bool("DIFY_ALLOW_CALLER_KEYS", env.get("DIFY_ALLOW_CALLER_KEYS", False))
+    key = env.get("DIFY_API_KEY", "").strip()
+    if not key and not allow:
+        raise ConfigError("DIFY_API_KEY is required with DIFY_API_URL")
+    name = env.get("DIFY_MODEL") or "dify"
+    app = DifyAppSettings(
+        name=name,
+        api_key=key,
+        memory=_choice("DIFY_MEMORY", env.get("DIFY_MEMORY") or "conversation", MEMORY_MODES),
+        query_input=env.get("DIFY_INPUT_VARIABLE") or None,
+        answer_output=env.get("DIFY_OUTPUT_VARIABLE") or None,
+    )
+    # Alone, the Dify app answers every model name, as the tools people migrate from do.
+    dify = BackendSettings(
+        name="dify",
+        type="dify",
+        url=_dify_url("DIFY_API_URL", env["DIFY_API_URL"]),
+        models=(name,) if ollama_url else ("*",),
+        connect_timeout=connect,
+        read_timeout=read,
+        apps=(app,) if key else (),
+        allow_caller_keys=allow,
+    )
+    return (dify, ollama) if ollama_url else (dify,)
+
+
+def _dify_apps(
+    where: str, table: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[DifyAppSettings, ...]:
+    apps = table.get("apps", {})
+    if not isinstance(apps, dict):
+        raise ConfigError(f"{where}.apps must be a table of named apps")
+    out = []
+    for name, app in apps.items():
+        at = f"{where}.apps.{name}"
+        if not isinstance(app, dict):
+            raise ConfigError(f"{at} must be a table")
+        key_env = app.get("key_env")
+        if not isinstance(key_env, str) or not key_env:
+            raise ConfigError(f"{at}.key_env must name the environment variable holding its key")
+        if not env.get(key_env, "").strip():
+            raise ConfigError(f"{at}.key_env: the environment variable {key_env} is not set")
+        inputs = app.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise ConfigError(f"{at}.inputs must be a table")
+        mode = app.get("mode")
+        out.append(
+            DifyAppSettings(
+                name=name,
+                api_key=env[key_env].strip(),
+                memory=_choice(f"{at}.memory", app.get("memory", "conversation"), MEMORY_MODES),
+                inputs=inputs,
+                mode=None if mode is None else _choice(f"{at}.mode", mode, DIFY_MODES),
+                query_input=_opt_str(f"{at}.query_input", app.get("query_input")),
+                answer_output=_opt_str(f"{at}.answer_output", app.get("answer_output")),
             )
         )
     return tuple(out)
@@ -332,6 +453,37 @@ def _keys(name: str, value: Any) -> tuple[str, ...]:
         if len(key) < 8 or any(c.isspace() for c in key):
             raise ConfigError(f"{name} has a key shorter than 8 characters or with spaces in it")
     return keys
+
+
+def _networks(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or networks, got {item!r}") from None
+    return tuple(out)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _opt_str(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{name} must be a non-empty string")
+    return value
+
+
+def _dify_url(name: str, value: Any) -> str:
+    """Accept Dify's API URL with or without the /v1 suffix; return it with."""
+    url = _url(name, value)
+    return url if url.endswith("/v1") else url + "/v1"
 
 
 def _url(name: str, value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app
 
 from services.gateway import Gateway
+from services.types import CallContext
 
 
 def gateway() -> Gateway:
@@ -13,14 +14,31 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, models
+    from blueprints import auth, chat, health, models, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
     v1.register_blueprint(chat.bp)
     v1.register_blueprint(models.bp)
+    v1.register_blueprint(responses.bp)
     app.register_blueprint(v1)
+    # The path the Express Ollama service served; the same view, keys and limits (README).
+    alias = Blueprint("api_alias", __name__, url_prefix="/api")
+    alias.before_request(auth.require_api_key)
+    alias.register_blueprint(chat.bp, name="api_chat")
+    app.register_blueprint(alias)
     app.register_blueprint(health.bp)
+
+
+def call_context() -> CallContext:
+    """Collect who is calling and the backend-specific headers they sent."""
+    from flask import g, request
+
+    return CallContext(
+        key_name=g.api_key.name,
+        upstream_key=request.headers.get("X-Dify-Api-Key") or None,
+        conversation_id=request.headers.get("X-Dify-Conversation-Id") or None,
+    )
 
 
 def json_body() -> object:

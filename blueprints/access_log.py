@@ -27,6 +27,7 @@ def _finish(response: Response) -> Response:
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
+        client=request.remote_addr or "-",
         method=request.method,
         path=request.path,
         status=response.status_code,
@@ -47,8 +48,9 @@ def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
     error = f" error={stats.error!r}" if stats and stats.error else ""
     cache = f" cache={fields['cache']}" if fields.get("cache") else ""
     logger.info(
-        "{} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
+        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
         line["request_id"],
+        line["client"],
         line["key"],
         line["method"],
         line["path"],

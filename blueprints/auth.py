@@ -6,6 +6,7 @@ from flask import Flask, g, request
 
 from blueprints import gateway
 from services.errors import AuthenticationError
+from services.ratelimit import API_PREFIXES
 
 
 def require_api_key() -> None:
@@ -25,7 +26,7 @@ def _presented_secret() -> str | None:
 
 def identify_caller() -> None:
     """Look up the key of a /v1 request before the limiter counts it; raise nothing yet."""
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(API_PREFIXES):
         return
     try:
         g.api_key = gateway().keys.authenticate(_presented_secret())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
+from services.ratelimit import API_PREFIXES
 from services.reply_cache import BYPASS, parse_cache_control
 
 
@@ -18,7 +19,7 @@ def _read_policy() -> None:
 
 
 def _say_cache_status(response: Response) -> Response:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith(API_PREFIXES):
         response.headers["X-Cache"] = g.get("cache_status") or BYPASS
     return response
 

@@ -11,18 +11,19 @@ from blueprints import gateway
 from blueprints.error_handlers import render_error  # the one error renderer
 from services import ratelimit
 from services.keys import ApiKey
+from services.ratelimit import API_PREFIXES
 from services.redis_client import RedisError, RedisLink
 from services.types import Usage
 
 
 def _check_tokens() -> None:
     key = g.get("api_key")
-    if key is not None and request.method == "POST" and request.path.startswith("/v1/"):
+    if key is not None and request.method == "POST" and request.path.startswith(API_PREFIXES):
         ratelimit.check_tokens(key)
 
 
 def _after(response: Response) -> Response:
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(API_PREFIXES):
         return response
     key: ApiKey | None = g.get("api_key")
     access = g.get("access") or {}

@@ -6,7 +6,7 @@ from flask import Blueprint, g
 
 from blueprints import gateway
 from services.keys import require_model, visible_models
-from services.openai_format import render_model, render_model_list
+from services.openai_render import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
 

@@ -23,3 +23,15 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
 }
+
+# Install Debian packages when a command is missing (test dependencies such as node).
+ensure_command() {
+  local command="$1"; shift
+  command -v "$command" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "Relay's tests need $command: sudo apt-get install $*" >&2
+    exit 1
+  fi
+}

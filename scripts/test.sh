@@ -4,14 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 ensure_venv requirements-dev.txt
-# The Redis tests start real redis-server processes (Debian's package).
-if ! command -v redis-server >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "the tests need redis-server: sudo apt-get install redis-server" >&2
-    exit 1
-  fi
+# The Redis tests start real redis-server processes.
+ensure_command redis-server redis-server
+# The official openai Node SDK is the second client of the end-to-end tests.
+ensure_command node nodejs
+ensure_command npm npm
+# Deployment tests run the shipped nginx site and check the systemd unit.
+ensure_command nginx nginx
+ensure_command openssl openssl
+ensure_command systemd-analyze systemd
+if [ ! -d tests/node/node_modules/openai ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+  (cd tests/node && npm ci --silent --no-audit --no-fund)
 fi
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .

@@ -14,8 +14,11 @@ from services.backends.base import Backend
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import BYPASS, HIT, MISS, CachePolicy, Codec, cache_key
-from services.types import ChatDelta, ChatRequest, ChatResult, ToolCall, Usage
+from services.types import CallContext, ChatDelta, ChatRequest, ChatResult, ToolCall, Usage
 
+# Backends whose answer depends on the request alone. A Dify app keeps conversation state
+# upstream, so a reply from the cache would skip a turn it must see; its replies are not cached.
+STATELESS_BACKENDS = ("ollama",)
 # Request fields that cannot change the answer, left out of the cache key.
 _INERT = {"stream", "include_usage", "user"}
 _INERT_EXTRA = {"metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
@@ -51,30 +54,40 @@ def _key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> str:
     return cache_key("chat.completions", policy.tenant, backend.name, chat_payload(req))
 
 
+def _policy(backend: Backend, ctx: CallContext, policy: CachePolicy) -> CachePolicy:
+    # A caller's own upstream key or conversation makes the answer theirs alone: no caching.
+    if backend.type in STATELESS_BACKENDS and not ctx.upstream_key and not ctx.conversation_id:
+        return policy
+    return dataclasses.replace(policy, read=False, store=False)
+
+
 def complete(
-    gw: Gateway, req: ChatRequest, key: ApiKey, policy: CachePolicy
+    gw: Gateway, req: ChatRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
 ) -> tuple[Backend, ChatResult, str]:
     """Run a whole chat turn, or answer it from the cache; also says HIT, MISS or BYPASS."""
     require_model(key, req.model)
-    backend = gw.router.resolve(req.model)
+    backend = gw.router.resolve(req.model, ctx)
     result, status = gw.cache.run(
-        _key(backend, req, policy), policy, lambda: chat.complete(gw, req)[1], CHAT_CODEC
+        _key(backend, req, policy),
+        _policy(backend, ctx, policy),
+        lambda: chat.complete(gw, req, ctx)[1],
+        CHAT_CODEC,
     )
     return backend, result, status
 
 
 def stream(
-    gw: Gateway, req: ChatRequest, key: ApiKey, policy: CachePolicy
+    gw: Gateway, req: ChatRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
 ) -> tuple[Backend, Generator[ChatDelta, None, None], str]:
     """Start a streamed turn: a cached reply replayed, or a live one that fills the cache."""
     require_model(key, req.model)
-    backend = gw.router.resolve(req.model)
-    cache_id = _key(backend, req, policy)
+    backend = gw.router.resolve(req.model, ctx)
+    cache_id, policy = _key(backend, req, policy), _policy(backend, ctx, policy)
     if gw.cache.enabled and policy.read:
         hit = gw.cache.get(cache_id)
         if hit is not None:
             return backend, replay(CHAT_CODEC.decode(hit)), HIT
-    backend, deltas = chat.stream(gw, req)
+    backend, deltas = chat.stream(gw, req, ctx)
     status = MISS if gw.cache.enabled and policy.read else BYPASS
     if gw.cache.enabled and policy.store:
         deltas = _recording(deltas, lambda r: gw.cache.put(cache_id, CHAT_CODEC.encode(r)))

@@ -6,19 +6,21 @@ from collections.abc import Generator
 
 from services.backends.base import Backend
 from services.gateway import Gateway
-from services.types import ChatDelta, ChatRequest, ChatResult
+from services.types import CallContext, ChatDelta, ChatRequest, ChatResult
 
 
-def complete(gw: Gateway, req: ChatRequest) -> tuple[Backend, ChatResult]:
+def complete(gw: Gateway, req: ChatRequest, ctx: CallContext) -> tuple[Backend, ChatResult]:
     """Run a whole chat turn on the backend that serves the model."""
-    backend = gw.router.resolve(req.model)
-    return backend, backend.chat(req)
+    backend = gw.router.resolve(req.model, ctx)
+    return backend, backend.chat(req, ctx)
 
 
-def stream(gw: Gateway, req: ChatRequest) -> tuple[Backend, Generator[ChatDelta, None, None]]:
+def stream(
+    gw: Gateway, req: ChatRequest, ctx: CallContext
+) -> tuple[Backend, Generator[ChatDelta, None, None]]:
     """Start a streamed turn; its first delta is pulled now so errors come before headers."""
-    backend = gw.router.resolve(req.model)
-    deltas = backend.stream_chat(req)
+    backend = gw.router.resolve(req.model, ctx)
+    deltas = backend.stream_chat(req, ctx)
     try:
         first = next(deltas)
     except StopIteration:

@@ -2,6 +2,7 @@
 
 GatewayError (500 server_error)
 ├── InvalidRequestError (400 invalid_request_error, names the param)
+│   ├── UnsupportedError (400: the model's backend cannot do this)
 │   └── RequestTooLargeError (413)
 ├── AuthenticationError (401 invalid_api_key)
 ├── PermissionDeniedError (403 permission_error)
@@ -59,6 +60,12 @@ class InvalidRequestError(GatewayError):
 class RequestTooLargeError(InvalidRequestError):
     status = 413
     code = "request_too_large"
+
+
+class UnsupportedError(InvalidRequestError):
+    """The backend serving this model cannot do what was asked (e.g. embeddings on Dify)."""
+
+    code = "unsupported_by_backend"
 
 
 class AuthenticationError(GatewayError):

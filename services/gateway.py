@@ -10,6 +10,7 @@ from services.images import ImageLoader
 from services.keys import KeyStore
 from services.redis_client import RedisLink, connect
 from services.reply_cache import ReplyCache, build_cache
+from services.response_store import MemoryResponseStore, ResponseStore
 from services.router import Router
 
 
@@ -18,6 +19,7 @@ class Gateway:
     settings: Settings
     router: Router
     keys: KeyStore
+    responses: ResponseStore
     # Keys, limits and reply cache (issue 4)
     cache: ReplyCache
     redis: RedisLink | None = None
@@ -38,6 +40,7 @@ def build_gateway(settings: Settings) -> Gateway:
             defaults=settings.access.limits,
             source=settings.config_file,
         ),
+        responses=MemoryResponseStore(settings.response_ttl),
         cache=build_cache(
             settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
         ),

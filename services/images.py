@@ -31,16 +31,21 @@ class ImageLoader:
     def load_base64(self, url: str, param: str) -> str:
         """Return the image as base64 text (no data: prefix), checking its size."""
         if url.startswith("data:"):
-            encoded = url.partition(";base64,")[2]
-            try:
-                raw = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidRequestError(
-                    "The image data URL is not valid base64.", param=param
-                ) from None
-            self._check_size(len(raw), param)
-            return encoded
+            self.decode_data_url(url, param)
+            return url.partition(";base64,")[2]
         return base64.b64encode(self.fetch(url, param)).decode()
+
+    def decode_data_url(self, url: str, param: str) -> tuple[bytes, str]:
+        """Return the bytes and media type of a data:image/...;base64 URL, checking its size."""
+        header, _, encoded = url.partition(";base64,")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError(
+                "The image data URL is not valid base64.", param=param
+            ) from None
+        self._check_size(len(raw), param)
+        return raw, header.removeprefix("data:")
 
     def fetch(self, url: str, param: str) -> bytes:
         """Download an http(s) image within the configured limits."""

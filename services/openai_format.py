@@ -1,30 +1,21 @@
-"""Pure translation between OpenAI Chat Completions JSON and core types. No I/O.
+"""Pure parsing of OpenAI Chat Completions requests into core types. No I/O.
 
-parse_* validate and raise InvalidRequestError naming the OpenAI `param`; render_* cannot fail.
-Wire details follow reference/openai-api.md §1 (chunk rules, null vs missing, error frames).
+parse_* validate and raise InvalidRequestError naming the OpenAI `param`; the opt_* helpers
+do the same for single fields and serve the other request parsers too.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from loguru import logger
-
-from services.errors import GatewayError, InvalidRequestError, UpstreamError
+from services.errors import InvalidRequestError
 from services.types import (
-    ChatDelta,
     ChatRequest,
-    ChatResult,
     ContentPart,
     Message,
-    ModelInfo,
     ToolCall,
-    Usage,
-    new_id,
 )
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -69,30 +60,30 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array.", param="messages")
     n = body.get("n")
-    if n is not None and (_not_int(n) or n != 1):
+    if n is not None and (not_int(n) or n != 1):
         raise InvalidRequestError(
             "Only n=1 is supported: Relay returns one choice per request.", param="n"
         )
-    stream = _opt_bool(body, "stream") or False
+    stream = opt_bool(body, "stream") or False
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
     include_usage = bool(stream_options and stream_options.get("include_usage") is True)
-    max_tokens = _opt_int(body, "max_completion_tokens", lo=1)
+    max_tokens = opt_int(body, "max_completion_tokens", lo=1)
     if max_tokens is None:
-        max_tokens = _opt_int(body, "max_tokens", lo=1)
+        max_tokens = opt_int(body, "max_tokens", lo=1)
     user = body.get("user")
     return ChatRequest(
         model=model.strip(),
         messages=tuple(_parse_message(m, i) for i, m in enumerate(messages)),
         stream=stream,
-        temperature=_opt_number(body, "temperature", 0, 2),
-        top_p=_opt_number(body, "top_p", 0, 1),
+        temperature=opt_number(body, "temperature", 0, 2),
+        top_p=opt_number(body, "top_p", 0, 1),
         max_tokens=max_tokens,
         stop=_parse_stop(body.get("stop")),
-        seed=_opt_int(body, "seed"),
-        presence_penalty=_opt_number(body, "presence_penalty", -2, 2),
-        frequency_penalty=_opt_number(body, "frequency_penalty", -2, 2),
+        seed=opt_int(body, "seed"),
+        presence_penalty=opt_number(body, "presence_penalty", -2, 2),
+        frequency_penalty=opt_number(body, "frequency_penalty", -2, 2),
         tools=_parse_tools(body.get("tools")),
         tool_choice=_parse_tool_choice(body.get("tool_choice")),
         response_format=_parse_response_format(body.get("response_format")),
@@ -290,160 +281,31 @@ def _parse_reasoning_effort(body: Mapping[str, Any]) -> str | None:
     return effort  # type: ignore[no-any-return]
 
 
-def _not_int(v: Any) -> bool:
+def not_int(v: Any) -> bool:
     return isinstance(v, bool) or not isinstance(v, int)
 
 
-def _opt_bool(body: Mapping[str, Any], name: str) -> bool | None:
+def opt_bool(body: Mapping[str, Any], name: str) -> bool | None:
     v = body.get(name)
     if v is not None and not isinstance(v, bool):
         raise InvalidRequestError(f"'{name}' must be true or false.", param=name)
     return v
 
 
-def _opt_int(body: Mapping[str, Any], name: str, lo: int | None = None) -> int | None:
+def opt_int(body: Mapping[str, Any], name: str, lo: int | None = None) -> int | None:
     v = body.get(name)
     if v is None:
         return None
-    if _not_int(v) or (lo is not None and v < lo):
+    if not_int(v) or (lo is not None and v < lo):
         more = f" of at least {lo}" if lo is not None else ""
         raise InvalidRequestError(f"'{name}' must be an integer{more}.", param=name)
     return v  # type: ignore[no-any-return]
 
 
-def _opt_number(body: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
+def opt_number(body: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
     v = body.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
         raise InvalidRequestError(f"'{name}' must be a number between {lo} and {hi}.", param=name)
     return float(v)
-
-
-# --- rendering ----------------------------------------------------------------------------
-
-
-def render_tool_call(call: ToolCall) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
-    }
-
-
-def render_usage(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def render_chat_completion(result: ChatResult, model: str) -> dict[str, Any]:
-    """Render a finished turn as an OpenAI chat.completion object."""
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": result.content if result.content or not result.tool_calls else None,
-        "refusal": None,
-    }
-    if result.tool_calls:
-        message["tool_calls"] = [render_tool_call(c) for c in result.tool_calls]
-    if result.reasoning:
-        message["reasoning_content"] = result.reasoning
-    return {
-        "id": new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": result.finish_reason,
-            }
-        ],
-        "usage": render_usage(result.usage),
-    }
-
-
-def render_error_frame(error: GatewayError) -> bytes:
-    return b"data: " + _dumps(error.to_dict()) + b"\n\n"
-
-
-@dataclass(slots=True)
-class StreamStats:
-    """What a stream did, filled in while it runs and read by the access log when it closes."""
-
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    error: str | None = None
-    chunks: int = 0
-
-
-def render_chat_stream(
-    deltas: Iterator[ChatDelta], model: str, include_usage: bool, stats: StreamStats
-) -> Iterator[bytes]:
-    """Turn core deltas into encoded SSE frames: role, content, finish, usage, [DONE]."""
-    head = {
-        "id": new_id("chatcmpl-"),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": None,
-    }
-    tail = {"usage": None} if include_usage else {}
-
-    def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        stats.chunks += 1
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + _dumps({**head, "choices": [choice], **tail}) + b"\n\n"
-
-    seen_tools: set[int] = set()
-    try:
-        yield frame({"role": "assistant", "content": ""})
-        for d in deltas:
-            if d.reasoning:
-                yield frame({"reasoning_content": d.reasoning})
-            if d.content:
-                yield frame({"content": d.content})
-            if d.tool_calls:
-                yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
-            if d.finish_reason is not None:
-                stats.finish_reason, stats.usage = d.finish_reason, d.usage
-                yield frame({}, d.finish_reason)
-                if include_usage:
-                    usage = render_usage(d.usage or Usage())
-                    yield b"data: " + _dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
-                yield b"data: [DONE]\n\n"
-                return
-        raise UpstreamError("The backend's stream ended before the reply was complete.")
-    except GatewayError as e:
-        stats.error = e.message
-        yield render_error_frame(e)
-    except Exception:  # a bug of ours: log it, end the stream with a clean frame
-        logger.exception("stream failed")
-        stats.error = "internal error"
-        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
-
-
-def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
-    # id, type and name go only in the first delta of each index: the Python SDK's
-    # accumulator would otherwise join them ("call_xcall_x"), reference/openai-api §1.3.
-    if call.index in seen:
-        return {"index": call.index, "function": {"arguments": call.arguments}}
-    seen.add(call.index)
-    return {"index": call.index, **render_tool_call(call)}
-
-
-def render_model(info: ModelInfo) -> dict[str, Any]:
-    return {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
-
-
-def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:
-    return {"object": "list", "data": [render_model(m) for m in models]}
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -22,6 +22,8 @@ from services.errors import GatewayError, RateLimitError
 from services.keys import ANONYMOUS, ApiKey
 from services.redis_client import RedisError, RedisLink, redis_options
 
+# The keyed API: /v1 and the /api alias of the chat route (README). Only these are limited.
+API_PREFIXES = ("/v1/", "/api/")
 MAX_RETRY_AFTER = 60  # seconds; every SDK version honours a Retry-After up to this (§5.2)
 T = TypeVar("T")
 
@@ -84,7 +86,7 @@ limiter = Limiter(
 def _exempt() -> bool:
     # /health and /ready are never limited. With Redis down, skip the storage altogether
     # (fail open) or refuse (fail closed), instead of waiting on a dead socket per request.
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(API_PREFIXES):
         return True
     link = _redis_link()
     if link is None or link.usable():

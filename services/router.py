@@ -7,16 +7,23 @@ from fnmatch import fnmatchcase
 from loguru import logger
 
 from services.backends.base import Backend
-from services.errors import GatewayError, ModelNotFoundError
-from services.types import ModelInfo
+from services.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from services.types import CallContext, ModelInfo
 
 
 class Router:
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = backends
 
-    def resolve(self, model: str) -> Backend:
-        """Return the first backend whose model patterns match `model`."""
+    def resolve(self, model: str, ctx: CallContext | None = None) -> Backend:
+        """Return the backend for a model: the caller's own-key backend, else the first match."""
+        if ctx is not None and ctx.upstream_key:
+            for backend in self.backends:
+                if backend.accepts_caller_keys:
+                    return backend
+            raise InvalidRequestError(
+                "This gateway does not accept X-Dify-Api-Key; leave the header out."
+            )
         for backend in self.backends:
             if any(fnmatchcase(model, p) for p in backend.model_patterns):
                 return backend

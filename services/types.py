@@ -73,6 +73,16 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class CallContext:
+    """What the HTTP layer knows beyond the OpenAI body; backends may add response headers."""
+
+    key_name: str = "anonymous"
+    upstream_key: str | None = field(default=None, repr=False)  # a caller's own backend key
+    conversation_id: str | None = None  # an explicit Dify conversation to continue
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -103,6 +113,12 @@ class ChatDelta:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    # The content replaces everything said so far (Dify's output moderation). A stream cannot
+    # take back what it sent, so it shows the replacement after REPLACE_SEPARATOR.
+    replace: bool = False
+
+
+REPLACE_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +131,39 @@ class ModelInfo:
 def new_id(prefix: str) -> str:
     """Make a unique, unguessable id such as chatcmpl-3f1c…"""
     return prefix + secrets.token_hex(14)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    user: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """An image generation request; `options` holds validated generation settings by name."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    response_format: str = "url"  # or "b64_json"
+    user: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None

@@ -185,3 +185,29 @@ def test_a_finished_live_stream_fills_the_cache(cached, ollama):
     assert '"error"' in post(cached, {**broken, "stream": True}).text
     ollama.script("qwen3:8b")
     assert post(cached, broken).headers["X-Cache"] == "MISS"
+
+
+def test_dify_replies_and_the_api_alias(start_gateway, cached, ollama, tmp_path):
+    from tests.fakes.dify import FakeDify
+    from tests.test_dify import ENV_NAMES, KEYS, chat_requests, dify_config
+
+    # The /api alias of the chat route goes through the same cache.
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "H"}]}
+    url = cached.url + "/api/chat/completions"
+    assert requests.post(url, json=body, headers=AUTH).headers["X-Cache"] == "MISS"
+    assert requests.post(url, json=body, headers=AUTH).headers["X-Cache"] == "HIT"
+
+    # A Dify app keeps conversation state upstream: every turn must reach it.
+    fake = FakeDify()
+    try:
+        for name, (key, mode) in KEYS.items():
+            fake.add_app(key, mode, name=name)
+        env = {"RELAY_CONFIG": dify_config(tmp_path, fake.url), "RELAY_API_KEYS": API_KEY}
+        env.update({ENV_NAMES[app]: key for app, (key, _mode) in KEYS.items()})
+        gw = start_gateway(env)
+        body = {"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]}
+        statuses = [post(gw, body).headers["X-Cache"] for _ in range(2)]
+        assert statuses == ["BYPASS", "BYPASS"]
+        assert len(chat_requests(fake)) == 2
+    finally:
+        fake.close()

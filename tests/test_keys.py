@@ -73,6 +73,8 @@ def test_a_key_may_use_only_its_models_and_sees_only_them(keyed, ollama: FakeOll
     assert e.value.param == "model" and "qwen3:8b" in e.value.message
     with pytest.raises(openai.PermissionDeniedError):
         alice.models.retrieve("qwen3:8b")
+    with pytest.raises(openai.PermissionDeniedError):
+        alice.responses.create(model="qwen3:8b", input="Hi")
     assert all(r.body["model"] != "qwen3:8b" for r in ollama.requests if r.path == "/api/chat")
     # bob's secret comes from an environment variable; bob may use every model
     bob = sdk(keyed, BOB)

@@ -29,7 +29,8 @@ def test_access_line_names_the_key_never_the_secret(start_gateway, fake_ollama, 
     assert chat(gw, stream=True).status_code == 200
     requests.get(gw.url + "/v1/models", headers={"Authorization": "Bearer wrong-key-123"})
 
-    line = r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] \[INFO\] log-test-1 key=env-[0-9a-f]{8} "
+    line = r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] \[INFO\] log-test-1 "
+    line += r"client=127\.0\.0\.1 key=env-[0-9a-f]{8} "
     line += r"POST /v1/chat/completions model=llama3\.2 backend=ollama status=200 ms=[\d.]+ "
     line += r"tokens=9\+4 stream="
     wait_until(lambda: re.search(line + "yes", gw.logs()))

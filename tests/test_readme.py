@@ -26,7 +26,13 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_curl_examples_work(gateway, ollama):
-    blocks = [b for b in code_blocks("bash") if "curl" in b and "$RELAY" in b]
+    # Blocks that need more than $RELAY and $KEY (a Dify app, a conversation id) are covered
+    # by the Dify tests instead.
+    blocks = [
+        b
+        for b in code_blocks("bash")
+        if "curl" in b and "$RELAY" in b and set(re.findall(r"\$([A-Z_]+)", b)) <= {"RELAY", "KEY"}
+    ]
     assert len(blocks) >= 4
     env = {"RELAY": gateway.url, "KEY": API_KEY, "PATH": "/usr/bin:/bin"}
     for block in blocks:
@@ -35,7 +41,7 @@ def test_curl_examples_work(gateway, ollama):
                 ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30
             )
             assert out.returncode == 0, (command, out.stderr)
-            assert out.stdout and '"error"' not in out.stdout, (command, out.stdout)
+            assert out.stdout and '{"error":{' not in out.stdout, (command, out.stdout)
 
 
 def test_python_examples_work(gateway, ollama):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from config import Settings
 from services.backends.base import Backend
+from services.backends.dify import DifyBackend
 from services.backends.ollama import OllamaBackend
 from services.images import ImageLoader
 
-BACKEND_TYPES: dict[str, type[Backend]] = {"ollama": OllamaBackend}
+BACKEND_TYPES: dict[str, type[Backend]] = {"ollama": OllamaBackend, "dify": DifyBackend}
 
 
 def build_backends(settings: Settings, images: ImageLoader) -> list[Backend]:
     """Create one adapter per configured backend, in configuration order."""
-    pool = settings.worker_connections
-    return [BACKEND_TYPES[b.type](b, images, pool) for b in settings.backends]
+    return [BACKEND_TYPES[b.type](b, settings, images) for b in settings.backends]

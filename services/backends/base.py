@@ -10,15 +10,29 @@ from loguru import logger
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from config import BackendSettings
+from config import BackendSettings, Settings
 from services.errors import (
     GatewayError,
+    UnsupportedError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from services.images import ImageLoader
-from services.types import ChatDelta, ChatRequest, ChatResult, ModelInfo, ToolCall, Usage, new_id
+from services.types import (
+    CallContext,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    GeneratedImage,
+    ImageRequest,
+    ModelInfo,
+    ToolCall,
+    Usage,
+    new_id,
+)
 
 
 class Backend:
@@ -27,10 +41,11 @@ class Backend:
     type: ClassVar[str] = "base"
     label: ClassVar[str] = "Backend"
 
-    def __init__(self, settings: BackendSettings, images: ImageLoader, pool_size: int) -> None:
+    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
         self.name = settings.name
         self.url = settings.url
         self.model_patterns = settings.models
+        self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         self.images = images
         self.session = requests.Session()
@@ -39,7 +54,9 @@ class Backend:
         self.session.trust_env = False
         # One pool slot per concurrent request of the worker, or gevent requests queue up
         # behind the default ten (gevent/gevent#355).
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=shared.worker_connections, max_retries=0
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -51,15 +68,17 @@ class Backend:
     def list_models(self) -> list[ModelInfo]:
         raise NotImplementedError
 
-    def stream_chat(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+    def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         raise NotImplementedError
 
-    def chat(self, req: ChatRequest) -> ChatResult:
+    def chat(self, req: ChatRequest, ctx: CallContext) -> ChatResult:
         """Run a whole turn; by default by collecting the stream."""
         content: list[str] = []
         reasoning: list[str] = []
         calls: list[ToolCall] = []
-        for d in self.stream_chat(req):
+        for d in self.stream_chat(req, ctx):
+            if d.replace:
+                content.clear()
             content.append(d.content)
             reasoning.append(d.reasoning)
             calls.extend(d.tool_calls)
@@ -72,6 +91,14 @@ class Backend:
                     d.usage or Usage(),
                 )
         raise UpstreamError(f"{self.title} ended its reply early.")
+
+    def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        """Embed texts; backends that cannot say so with a 400."""
+        raise UnsupportedError(f"{self.title} does not offer embeddings.", param="model")
+
+    def generate_images(self, req: ImageRequest, ctx: CallContext) -> list[GeneratedImage]:
+        """Make images; backends that cannot say so with a 400."""
+        raise UnsupportedError(f"{self.title} does not generate images.", param="model")
 
     def check(self) -> None:
         """Raise a GatewayError when the backend does not answer."""
@@ -87,11 +114,17 @@ class Backend:
         json: Any = None,
         stream: bool = False,
         timeout: tuple[float, float] | None = None,
+        **extra: Any,  # headers, data, files, params: passed on to requests
     ) -> requests.Response:
         """Send one request; map transport failures and non-2xx answers to GatewayErrors."""
         try:
             resp = self.session.request(
-                method, self.url + path, json=json, stream=stream, timeout=timeout or self.timeout
+                method,
+                self.url + path,
+                json=json,
+                stream=stream,
+                timeout=timeout or self.timeout,
+                **extra,
             )
         except requests.Timeout:
             raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None

@@ -25,7 +25,16 @@ from services.errors import (
     UpstreamUnavailableError,
 )
 from services.ndjson import iter_ndjson
-from services.types import ChatDelta, ChatRequest, ChatResult, Message, ModelInfo, ToolCall, Usage
+from services.types import (
+    CallContext,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    Message,
+    ModelInfo,
+    ToolCall,
+    Usage,
+)
 
 # OpenAI reasoning_effort -> Ollama think (as Ollama's own layer maps it, reference §5.1).
 THINK = {
@@ -59,7 +68,7 @@ class OllamaBackend(Backend):
         with self._send("GET", "/api/version", timeout=(self.timeout[0], 5.0)):
             pass
 
-    def chat(self, req: ChatRequest) -> ChatResult:
+    def chat(self, req: ChatRequest, ctx: CallContext) -> ChatResult:
         with self._post_chat(req, stream=False) as resp:
             body = self._json(resp)
         if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
@@ -82,7 +91,7 @@ class OllamaBackend(Backend):
             usage=_usage(body),
         )
 
-    def stream_chat(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+    def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         resp = self._post_chat(req, stream=True)
         try:
             calls_seen = 0

@@ -8,7 +8,8 @@ import pytest
 
 from services.errors import InvalidRequestError, UpstreamError
 from services.ndjson import iter_ndjson
-from services.openai_format import StreamStats, parse_chat_request, render_chat_stream
+from services.openai_format import parse_chat_request
+from services.openai_render import StreamStats, render_chat_stream
 from services.types import ChatDelta, ToolCall, Usage
 
 USER = [{"role": "user", "content": "Hi"}]

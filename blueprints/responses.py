@@ -1,0 +1,41 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/<id>."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, jsonify
+
+from blueprints import call_context, gateway, json_body
+from blueprints.streaming import sse_response
+from services import responses
+from services.keys import require_model
+from services.openai_render import StreamStats
+from services.responses_format import parse_responses_request
+
+bp = Blueprint("responses", __name__)
+
+
+@bp.post("/responses")
+def create_response() -> Response:
+    rreq = parse_responses_request(json_body())
+    require_model(g.api_key, rreq.model)
+    ctx = call_context()
+    g.access.update(model=rreq.model, stream=rreq.stream)
+    if rreq.stream:
+        stats = g.access["stats"] = StreamStats()
+        g.access["backend"], frames = responses.stream(gateway(), rreq, ctx, stats)
+        response = sse_response(frames)
+    else:
+        g.access["backend"], g.access["usage"], body = responses.create(gateway(), rreq, ctx)
+        response = jsonify(body)
+    response.headers.update(ctx.response_headers)
+    return response
+
+
+@bp.get("/responses/<response_id>")
+def retrieve_response(response_id: str) -> dict[str, object]:
+    return responses.retrieve(gateway(), response_id)
+
+
+@bp.delete("/responses/<response_id>")
+def delete_response(response_id: str) -> dict[str, object]:
+    return responses.delete(gateway(), response_id)

@@ -1,0 +1,64 @@
+"""Dify conversation memory: which Dify conversation continues a given OpenAI history.
+
+OpenAI clients resend the whole history on every call; Dify keeps it server side. After each
+reply Relay records digest(history + reply) -> conversation id; the next request's history up to
+its newest user turn has that digest, so only the newest user text needs to go to Dify. Edited
+or branched histories simply miss and start a new conversation (reference/dify-api.md §6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from services.types import Message
+
+
+class ConversationStore(Protocol):
+    """Where history digests map to conversation ids; Redis can implement it for many workers."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, conversation_id: str) -> None: ...
+
+
+class MemoryConversationStore:
+    """In-process store with a TTL; each gunicorn worker has its own."""
+
+    def __init__(self, ttl: float, maxsize: int = 100_000) -> None:
+        self._cache: TTLCache[str, str] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: str, conversation_id: str) -> None:
+        with self._lock:
+            self._cache[key] = conversation_id
+
+
+def history_key(scope: str, messages: Sequence[Message]) -> str:
+    """Digest a history within a scope (backend, app, key, user).
+
+    System messages are left out: Dify apps carry their own prompt, and clients that stamp the
+    date into the system message would otherwise never find their conversation again. Text is
+    compared with whitespace collapsed, since some clients trim what they send back.
+    """
+    digest = hashlib.sha256(scope.encode())
+    for m in messages:
+        if m.role in ("system", "developer"):
+            continue
+        digest.update(b"\x1e" + m.role.encode() + b"\x1f" + " ".join(m.text().split()).encode())
+        for url in m.image_urls():
+            digest.update(b"\x1d" + hashlib.sha256(url.encode()).digest())
+    return digest.hexdigest()
+
+
+def transcript(messages: Sequence[Message]) -> str:
+    """Render a whole history as one query, the way Dify's own compatibility plugin does."""
+    return "\n\n".join(f"{m.role.upper()}:\n{m.text()}" for m in messages if m.text())

@@ -1,0 +1,155 @@
+"""Pure rendering of core results as OpenAI Chat Completions JSON and SSE frames. Cannot fail.
+
+Wire details follow reference/openai-api.md §1 (chunk rules, null vs missing, error frames).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from services.errors import GatewayError, UpstreamError
+from services.types import (
+    REPLACE_SEPARATOR,
+    ChatDelta,
+    ChatResult,
+    ModelInfo,
+    ToolCall,
+    Usage,
+    new_id,
+)
+
+
+def render_tool_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def render_usage(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def render_chat_completion(result: ChatResult, model: str) -> dict[str, Any]:
+    """Render a finished turn as an OpenAI chat.completion object."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": result.content if result.content or not result.tool_calls else None,
+        "refusal": None,
+    }
+    if result.tool_calls:
+        message["tool_calls"] = [render_tool_call(c) for c in result.tool_calls]
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": render_usage(result.usage),
+    }
+
+
+def render_error_frame(error: GatewayError) -> bytes:
+    return b"data: " + encode_json(error.to_dict()) + b"\n\n"
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """What a stream did, filled in while it runs and read by the access log when it closes."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    chunks: int = 0
+
+
+def render_chat_stream(
+    deltas: Iterator[ChatDelta], model: str, include_usage: bool, stats: StreamStats
+) -> Iterator[bytes]:
+    """Turn core deltas into encoded SSE frames: role, content, finish, usage, [DONE]."""
+    head = {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
+    tail = {"usage": None} if include_usage else {}
+
+    def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        stats.chunks += 1
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + encode_json({**head, "choices": [choice], **tail}) + b"\n\n"
+
+    seen_tools: set[int] = set()
+    sent_text = False
+    try:
+        yield frame({"role": "assistant", "content": ""})
+        for d in deltas:
+            if d.reasoning:
+                yield frame({"reasoning_content": d.reasoning})
+            if d.content:
+                text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
+                sent_text = True
+                yield frame({"content": text})
+            if d.tool_calls:
+                yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
+            if d.finish_reason is not None:
+                stats.finish_reason, stats.usage = d.finish_reason, d.usage
+                yield frame({}, d.finish_reason)
+                if include_usage:
+                    usage = render_usage(d.usage or Usage())
+                    yield b"data: " + encode_json({**head, "choices": [], "usage": usage}) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                return
+        raise UpstreamError("The backend's stream ended before the reply was complete.")
+    except GatewayError as e:
+        stats.error = e.message
+        yield render_error_frame(e)
+    except Exception:  # a bug of ours: log it, end the stream with a clean frame
+        logger.exception("stream failed")
+        stats.error = "internal error"
+        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
+
+
+def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
+    # id, type and name go only in the first delta of each index: the Python SDK's
+    # accumulator would otherwise join them ("call_xcall_x"), reference/openai-api §1.3.
+    if call.index in seen:
+        return {"index": call.index, "function": {"arguments": call.arguments}}
+    seen.add(call.index)
+    return {"index": call.index, **render_tool_call(call)}
+
+
+def render_model(info: ModelInfo) -> dict[str, Any]:
+    return {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
+
+
+def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:
+    return {"object": "list", "data": [render_model(m) for m in models]}
+
+
+def encode_json(obj: Any) -> bytes:
+    """Encode compact UTF-8 JSON, as OpenAI sends it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

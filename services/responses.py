@@ -1,0 +1,93 @@
+"""Responses API use cases: run a Responses request through the chat core, keep stored replies.
+
+Stored responses make previous_response_id work: each keeps the chat history it ended (input
+and output, without its instructions, which OpenAI does not carry over) and the Response
+object that GET /v1/responses/<id> returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from services import chat
+from services.errors import NotFoundError
+from services.gateway import Gateway
+from services.openai_format import parse_chat_request
+from services.openai_render import StreamStats
+from services.responses_format import ResponsesRequest
+from services.responses_render import (
+    ResponseEvents,
+    assistant_message,
+    output_items,
+    render_response,
+    status_of,
+)
+from services.types import CallContext, ChatRequest, Usage, new_id
+
+
+def retrieve(gw: Gateway, response_id: str) -> dict[str, Any]:
+    """Return a stored Response object, or raise a 404."""
+    record = gw.responses.get(response_id)
+    if record is None:
+        raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
+    return record["response"]  # type: ignore[no-any-return]
+
+
+def delete(gw: Gateway, response_id: str) -> dict[str, Any]:
+    if not gw.responses.delete(response_id):
+        raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+def create(
+    gw: Gateway, rreq: ResponsesRequest, ctx: CallContext
+) -> tuple[str, Usage, dict[str, Any]]:
+    """Run a whole Responses request; return the backend name, usage and Response object."""
+    history, req = _chat_request(gw, rreq)
+    backend, result = chat.complete(gw, req, ctx)
+    rid, created = new_id("resp_"), int(time.time())
+    output = output_items(result)
+    response = render_response(
+        rreq,
+        rid,
+        created,
+        status=status_of(result.finish_reason),
+        output=output,
+        usage=result.usage,
+    )
+    _store(gw, rreq, history, response)
+    return backend.name, result.usage, response
+
+
+def stream(
+    gw: Gateway, rreq: ResponsesRequest, ctx: CallContext, stats: StreamStats
+) -> tuple[str, Iterator[bytes]]:
+    """Start a streamed Responses request; errors before the first delta raise here."""
+    history, req = _chat_request(gw, rreq)
+    backend, deltas = chat.stream(gw, req, ctx)
+    events = ResponseEvents(rreq, stats, lambda final: _store(gw, rreq, history, final))
+    return backend.name, events.frames(deltas)
+
+
+def _chat_request(gw: Gateway, rreq: ResponsesRequest) -> tuple[tuple[Any, ...], ChatRequest]:
+    history: tuple[Any, ...] = ()
+    if rreq.previous_response_id:
+        record = gw.responses.get(rreq.previous_response_id)
+        if record is None:
+            raise NotFoundError(
+                f"Previous response with id '{rreq.previous_response_id}' not found.",
+                param="previous_response_id",
+            )
+        history = tuple(record["history"])
+    return history, parse_chat_request(rreq.chat_body(history))
+
+
+def _store(
+    gw: Gateway, rreq: ResponsesRequest, history: tuple[Any, ...], response: dict[str, Any]
+) -> None:
+    if not rreq.store or response["status"] == "failed":
+        return
+    turn = [*history, *rreq.messages, assistant_message(response["output"])]
+    gw.responses.put(response["id"], {"history": turn, "response": response})
