@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import click
 
 import config
+from config_access import LIMIT_FIELDS
 from services import keyfile
 
 
@@ -61,7 +62,7 @@ def create(
     """Create key NAME; its secret is printed once and stored nowhere."""
     limits = {
         field: value
-        for field, value in zip(config.LIMIT_FIELDS, (rpm, rph, rpd, tpm), strict=True)
+        for field, value in zip(LIMIT_FIELDS, (rpm, rph, rpd, tpm), strict=True)
         if value is not None
     }
     when = None
@@ -97,7 +98,7 @@ def list_keys(file: str | None) -> None:
                 state = "expired"
             limits = ", ".join(
                 f"{f}={getattr(k.limits, f)}"
-                for f in config.LIMIT_FIELDS
+                for f in LIMIT_FIELDS
                 if getattr(k.limits, f) is not None
             )
             expiry = k.expires.isoformat() if k.expires else "never"

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import config
-from config import KEY_NAME, LIMIT_FIELDS, ConfigError, KeySettings
+from config import ConfigError
+from config_access import KEY_NAME, LIMIT_FIELDS, KeySettings, read_keys
 from services.keys import digest
 
 
@@ -121,7 +121,7 @@ def set_enabled(path: str, name: str, enabled: bool) -> None:
 
 def list_keys(path: str) -> tuple[KeySettings, ...]:
     """Read the file's keys (secrets are never in it, only digests or variable names)."""
-    return config.read_keys(path) if os.path.exists(path) else ()
+    return read_keys(path) if os.path.exists(path) else ()
 
 
 def _quote(text: str) -> str:

@@ -18,7 +18,8 @@ from fnmatch import fnmatchcase
 from loguru import logger
 
 import config
-from config import KeySettings, Limits
+import config_access
+from config_access import KeySettings, Limits
 from services.errors import AuthenticationError, PermissionDeniedError
 from services.types import ModelInfo
 
@@ -78,7 +79,7 @@ class KeyStore:
         *,
         defaults: Limits = NO_LIMITS,
         source: str | None = None,
-        reader: Callable[[str], tuple[KeySettings, ...]] = config.read_keys,
+        reader: Callable[[str], tuple[KeySettings, ...]] = config_access.read_keys,
     ) -> None:
         self._defaults = defaults
         # A key from RELAY_API_KEYS is named by a short digest prefix: enough to tell keys apart

@@ -17,7 +17,8 @@ from flask import Flask, current_app, g, request
 from flask_limiter import Limit, Limiter
 from limits import RateLimitItem, RateLimitItemPerMinute, WindowStats
 
-from config import Limits, Settings
+from config import Settings
+from config_access import Limits
 from services.errors import GatewayError, RateLimitError
 from services.keys import ANONYMOUS, ApiKey
 from services.redis_client import RedisError, RedisLink, redis_options

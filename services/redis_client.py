@@ -14,7 +14,7 @@ import redis
 from loguru import logger
 from redis.exceptions import RedisError
 
-from config import RedisSettings
+from config_access import RedisSettings
 
 __all__ = ["RedisError", "RedisLink", "connect", "redis_options"]
 PROBE_INTERVAL = 1.0
