@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+VERSION = "0.1.0"
+
 if TYPE_CHECKING:
     from config_access import AccessSettings, RedisSettings
 
@@ -30,7 +32,8 @@ LOG_LEVELS = {
     "info": "INFO",
     "debug": "DEBUG",
 }
-BACKEND_TYPES = ("ollama", "dify")
+BACKEND_TYPES = ("ollama", "dify", "openai")
+OPENAI_APIS = ("chat", "responses")
 DIFY_MODES = ("chat", "agent-chat", "advanced-chat", "agent", "completion", "workflow")
 MEMORY_MODES = ("conversation", "history")
 
@@ -64,6 +67,8 @@ class BackendSettings:
     read_timeout: float = 600.0
     apps: tuple[DifyAppSettings, ...] = ()  # Dify only
     allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
+    api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
+    api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,7 @@ class Settings:
     worker_connections: int = 1000
     log_level: str = "INFO"
     log_dir: str | None = None
+    log_format: str = "text"
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
@@ -85,6 +91,9 @@ class Settings:
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Keys, limits, reply cache and Redis (issue 4): their settings live in config_access.py.
@@ -103,6 +112,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PORT": ("port to listen on", "3000"),
     "OLLAMA_BASE_URL": ("Ollama server (also read as OLLAMA_API)", "http://localhost:11434"),
     "LOG_LEVEL": ("error, warn, info or debug", "info"),
+    "RELAY_LOG_FORMAT": ("text for people, json (one object per line) for log shippers", "text"),
     "RELAY_LOG_DIR": ("also write logs to <dir>/relay.<pid>.log (one file per worker)", "unset"),
     "RELAY_API_KEYS": ("comma-separated Bearer keys callers must send", "unset"),
     "RELAY_ALLOW_OPEN": ("allow running without keys on a non-loopback address", "false"),
@@ -129,6 +139,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "addresses/networks whose X-Forwarded-For is believed",
         "127.0.0.1,::1",
     ),
+    "RELAY_METRICS_ALLOW": ("addresses/networks that may read /metrics", "127.0.0.1,::1"),
+    "RELAY_METRICS_TOKEN": ("admin token that also opens /metrics (Bearer)", "unset"),
     "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_CONNECT_TIMEOUT": ("seconds to connect to a backend (504 after)", "5"),
     "RELAY_READ_TIMEOUT": ("longest wait in seconds for a backend's next bytes (504 after)", "600"),
@@ -191,6 +203,9 @@ def _build(env: Mapping[str, str]) -> Settings:
             *pick("RELAY_WORKER_CONNECTIONS", server, "worker_connections", 1000), lo=1, hi=100_000
         ),
         log_level=_log_level(*pick("LOG_LEVEL", server, "log_level", "info")),
+        log_format=_choice(
+            *pick("RELAY_LOG_FORMAT", server, "log_format", "text"), ("text", "json")
+        ),
         log_dir=_str(*pick("RELAY_LOG_DIR", server, "log_dir", "")) or None,
         api_keys=_keys(*pick("RELAY_API_KEYS", server, "api_keys", "")),
         allow_open=_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),
@@ -215,6 +230,11 @@ def _build(env: Mapping[str, str]) -> Settings:
         trusted_proxies=_networks(
             *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
         ),
+        metrics_allow=_networks(
+            *pick("RELAY_METRICS_ALLOW", server, "metrics_allow", "127.0.0.1,::1")
+        ),
+        metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
         access=_access_module().access_settings(env, doc),
@@ -292,6 +312,7 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
                 models=tuple(models),
                 apps=apps,
                 allow_caller_keys=allow_caller_keys,
+                **(_openai_options(where, table, env) if kind == "openai" else {}),
                 connect_timeout=_float(
                     f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
                 ),
@@ -376,6 +397,19 @@ def _dify_apps(
             )
         )
     return tuple(out)
+
+
+def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of an OpenAI-compatible upstream: its key (from key_env) and its API."""
+    key_env = table.get("key_env")
+    key = None
+    if key_env is not None:
+        if not isinstance(key_env, str) or not key_env:
+            raise ConfigError(f"{where}.key_env must name the environment variable holding its key")
+        key = env.get(key_env, "").strip()
+        if not key:
+            raise ConfigError(f"{where}.key_env: the environment variable {key_env} is not set")
+    return {"api_key": key, "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS)}
 
 
 # --- value parsers: each names the setting in its error -----------------------------------

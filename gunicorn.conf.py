@@ -5,7 +5,10 @@ requests or ssl, because this file runs in the master before gevent patches the 
 Bad configuration stops start-up here, once, with one line.
 """
 
+import os
+import shutil
 import sys
+import tempfile
 
 import config as relay_config
 
@@ -27,7 +30,10 @@ worker_connections = _settings.worker_connections
 # worker that is truly stuck. graceful_timeout lets streams in flight finish on restart.
 timeout = 120
 graceful_timeout = 30
-keepalive = 75
+# Idle keep-alive connections are closed after 5 s: a stop or reload waits for them, so a long
+# keepalive would hold every restart. nginx closes its idle upstream connections sooner (4 s,
+# deploy/nginx-relay.conf), so it never sends on a connection gunicorn is closing.
+keepalive = 5
 accesslog = None  # Relay writes its own access line per request
 errorlog = "-"
 loglevel = {"DEBUG": "info", "INFO": "info", "WARNING": "warning"}.get(_settings.log_level, "error")
@@ -48,3 +54,23 @@ def on_starting(server):
         sys.exit(2)
     if warning:
         server.log.warning("relay: %s", warning)
+    # One fresh directory for prometheus-client's multiprocess files, shared by all workers.
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (streams in flight) from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(metrics_dir).startswith("relay-metrics-"):
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -14,13 +14,14 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, models, responses
+    from blueprints import auth, chat, health, home, images, metrics, models, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
     v1.register_blueprint(chat.bp)
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
+    v1.register_blueprint(images.bp)
     app.register_blueprint(v1)
     # The path the Express Ollama service served; the same view, keys and limits (README).
     alias = Blueprint("api_alias", __name__, url_prefix="/api")
@@ -28,6 +29,8 @@ def register_blueprints(app: Flask) -> None:
     alias.register_blueprint(chat.bp, name="api_chat")
     app.register_blueprint(alias)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(home.bp)
 
 
 def call_context() -> CallContext:

@@ -1,4 +1,4 @@
-"""Request ids and one access line per request; for streams the line is written on close."""
+"""Request ids and one access line (and metrics record) per request; streams: on close."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 from loguru import logger
 
+from blueprints import gateway
+from blueprints.metrics import record_request
+from services.metrics import Metrics
 from services.types import Usage, new_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -30,24 +33,49 @@ def _finish(response: Response) -> Response:
         client=request.remote_addr or "-",
         method=request.method,
         path=request.path,
+        route=request.url_rule.rule if request.url_rule else "unmatched",
         status=response.status_code,
         started=g.get("started", time.perf_counter()),
     )
+    metrics = gateway().metrics
     if response.is_streamed:
-        response.call_on_close(lambda: _write(line, fields))
+        metrics.streams.inc()
+
+        def on_close() -> None:
+            metrics.streams.dec()
+            _write(line, fields, metrics)
+
+        response.call_on_close(on_close)
     else:
-        _write(line, fields)
+        _write(line, fields, metrics)
     return response
 
 
-def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
-    ms = (time.perf_counter() - line["started"]) * 1000
+def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> None:
+    # Runs after the request context is gone for streams: use only what was captured.
+    seconds = time.perf_counter() - line["started"]
     stats = fields.get("stats")
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     error = f" error={stats.error!r}" if stats and stats.error else ""
     cache = f" cache={fields['cache']}" if fields.get("cache") else ""
-    logger.info(
+    structured = {
+        "request_id": line["request_id"],
+        "client": line["client"],
+        "key": line["key"],
+        "method": line["method"],
+        "path": line["path"],
+        "status": line["status"],
+        "model": fields.get("model"),
+        "backend": fields.get("backend"),
+        "ms": round(seconds * 1000, 1),
+        "stream": bool(fields.get("stream")),
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "error": stats.error if stats else None,
+        "cache": fields.get("cache"),
+    }
+    logger.bind(access=structured).info(
         "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
         line["request_id"],
         line["client"],
@@ -57,12 +85,14 @@ def _write(line: dict[str, Any], fields: dict[str, Any]) -> None:
         fields.get("model", "-"),
         fields.get("backend", "-"),
         line["status"],
-        ms,
+        seconds * 1000,
         tokens,
         "yes" if fields.get("stream") else "no",
         cache,
         error,
     )
+    first_token = stats.first_token - line["started"] if stats and stats.first_token else None
+    record_request(metrics, line, fields, seconds, usage, first_token)
 
 
 def register_access_log(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from loguru import logger
 from werkzeug.exceptions import HTTPException
 
@@ -42,6 +42,8 @@ def _from_http(e: HTTPException) -> GatewayError:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError) -> Response:
+        if e.backend and "access" in g:
+            g.access.setdefault("backend", e.backend)
         return render_error(e)
 
     @app.errorhandler(HTTPException)

@@ -13,6 +13,8 @@ ensure_command npm npm
 ensure_command nginx nginx
 ensure_command openssl openssl
 ensure_command systemd-analyze systemd
+# The service page is checked in a real headless browser.
+ensure_command chromium chromium
 if [ ! -d tests/node/node_modules/openai ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
   (cd tests/node && npm ci --silent --no-audit --no-fund)
 fi

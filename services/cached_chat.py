@@ -18,7 +18,7 @@ from services.types import CallContext, ChatDelta, ChatRequest, ChatResult, Tool
 
 # Backends whose answer depends on the request alone. A Dify app keeps conversation state
 # upstream, so a reply from the cache would skip a turn it must see; its replies are not cached.
-STATELESS_BACKENDS = ("ollama",)
+STATELESS_BACKENDS = ("ollama", "openai")
 # Request fields that cannot change the answer, left out of the cache key.
 _INERT = {"stream", "include_usage", "user"}
 _INERT_EXTRA = {"metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
@@ -37,13 +37,9 @@ def _encode(result: ChatResult) -> bytes:
 
 def _decode(raw: bytes) -> ChatResult:
     data = json.loads(raw)
-    return ChatResult(
-        content=data["content"],
-        reasoning=data["reasoning"],
-        tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]),
-        finish_reason=data["finish_reason"],
-        usage=Usage(**data["usage"]),
-    )
+    data["tool_calls"] = tuple(ToolCall(**c) for c in data["tool_calls"])
+    data["usage"] = Usage(**data["usage"])
+    return ChatResult(**data)
 
 
 # A reply cut off by the token limit is not stored: asking again with more room should work.
@@ -100,6 +96,8 @@ def replay(result: ChatResult) -> Generator[ChatDelta, None, None]:
         yield ChatDelta(reasoning=result.reasoning)
     if result.content:
         yield ChatDelta(content=result.content)
+    if result.refusal:
+        yield ChatDelta(refusal=result.refusal)
     if result.tool_calls:
         yield ChatDelta(tool_calls=result.tool_calls)
     yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
@@ -111,10 +109,14 @@ def _recording(
     # Collect the reply while it streams; store it only when the stream really finished.
     content: list[str] = []
     reasoning: list[str] = []
+    refusal: list[str] = []
     calls: dict[int, ToolCall] = {}
     try:
         for d in deltas:
+            if d.replace:  # the content replaces everything said so far
+                content.clear()
             content.append(d.content)
+            refusal.append(d.refusal)
             reasoning.append(d.reasoning)
             for c in d.tool_calls:
                 old = calls.get(c.index)
@@ -130,6 +132,7 @@ def _recording(
                     tool_calls=tuple(calls[i] for i in sorted(calls)),
                     finish_reason=d.finish_reason,
                     usage=d.usage or Usage(),
+                    refusal="".join(refusal),
                 )
                 if CHAT_CODEC.storable(result):
                     store(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from services.backends.base import Backend
+from services.errors import GatewayError
 from services.gateway import Gateway
 from services.types import CallContext, ChatDelta, ChatRequest, ChatResult
 
@@ -12,7 +13,11 @@ from services.types import CallContext, ChatDelta, ChatRequest, ChatResult
 def complete(gw: Gateway, req: ChatRequest, ctx: CallContext) -> tuple[Backend, ChatResult]:
     """Run a whole chat turn on the backend that serves the model."""
     backend = gw.router.resolve(req.model, ctx)
-    return backend, backend.chat(req, ctx)
+    try:
+        return backend, backend.chat(req, ctx)
+    except GatewayError as e:
+        e.backend = backend.name
+        raise
 
 
 def stream(
@@ -25,8 +30,10 @@ def stream(
         first = next(deltas)
     except StopIteration:
         first = None
-    except BaseException:
+    except BaseException as e:
         deltas.close()
+        if isinstance(e, GatewayError):
+            e.backend = backend.name
         raise
     return backend, _primed(first, deltas)
 

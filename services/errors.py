@@ -39,6 +39,7 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        self.backend: str | None = None  # the backend that failed, for logs and metrics
 
     def to_dict(self) -> dict[str, Any]:
         """Render the OpenAI error envelope."""

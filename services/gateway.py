@@ -8,6 +8,7 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.metrics import Metrics
 from services.redis_client import RedisLink, connect
 from services.reply_cache import ReplyCache, build_cache
 from services.response_store import MemoryResponseStore, ResponseStore
@@ -20,6 +21,7 @@ class Gateway:
     router: Router
     keys: KeyStore
     responses: ResponseStore
+    metrics: Metrics
     # Keys, limits and reply cache (issue 4)
     cache: ReplyCache
     redis: RedisLink | None = None
@@ -41,6 +43,7 @@ def build_gateway(settings: Settings) -> Gateway:
             source=settings.config_file,
         ),
         responses=MemoryResponseStore(settings.response_ttl),
+        metrics=Metrics(settings.metrics_dir),
         cache=build_cache(
             settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
         ),

@@ -33,20 +33,25 @@ def render_tool_call(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def render_usage(usage: Usage) -> dict[str, int]:
-    return {
+def render_usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
 
 
 def render_chat_completion(result: ChatResult, model: str) -> dict[str, Any]:
     """Render a finished turn as an OpenAI chat.completion object."""
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": result.content if result.content or not result.tool_calls else None,
-        "refusal": None,
+        "content": result.content or (None if result.tool_calls or result.refusal else ""),
+        "refusal": result.refusal or None,
     }
     if result.tool_calls:
         message["tool_calls"] = [render_tool_call(c) for c in result.tool_calls]
@@ -82,6 +87,7 @@ class StreamStats:
     finish_reason: str | None = None
     error: str | None = None
     chunks: int = 0
+    first_token: float | None = None  # perf_counter() when the first token went out
 
 
 def render_chat_stream(
@@ -99,6 +105,8 @@ def render_chat_stream(
 
     def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
         stats.chunks += 1
+        if stats.first_token is None and stats.chunks > 1:  # the role chunk is not a token
+            stats.first_token = time.perf_counter()
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return b"data: " + encode_json({**head, "choices": [choice], **tail}) + b"\n\n"
 
@@ -109,6 +117,8 @@ def render_chat_stream(
         for d in deltas:
             if d.reasoning:
                 yield frame({"reasoning_content": d.reasoning})
+            if d.refusal:
+                yield frame({"refusal": d.refusal})
             if d.content:
                 text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
                 sent_text = True

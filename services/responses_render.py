@@ -58,9 +58,9 @@ def render_response(
         **rreq.echo,
         "usage": {
             "input_tokens": usage.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0},
             "output_tokens": usage.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
             "total_tokens": usage.total_tokens,
         },
     }
@@ -121,6 +121,8 @@ class ResponseEvents:
         yield self._event("response.in_progress", response=self._snapshot("in_progress"))
         try:
             for d in deltas:
+                if self.stats.first_token is None:
+                    self.stats.first_token = time.perf_counter()
                 if d.reasoning:
                     yield from self._write("reasoning", d.reasoning)
                 if d.content:

@@ -87,6 +87,9 @@ class CallContext:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Details some upstreams report; None when unknown (rendered only when known).
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -102,6 +105,7 @@ class ChatResult:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str = "stop"
     usage: Usage = Usage()
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,7 @@ class ChatDelta:
     # The content replaces everything said so far (Dify's output moderation). A stream cannot
     # take back what it sent, so it shows the replacement after REPLACE_SEPARATOR.
     replace: bool = False
+    refusal: str = ""
 
 
 REPLACE_SEPARATOR = "\n\n"

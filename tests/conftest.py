@@ -18,6 +18,7 @@ import redis
 import requests
 
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.openai_upstream import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-relay-test-key-0001"
@@ -68,10 +69,10 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or workers still booting
+            except requests.RequestException:  # not listening yet, or workers still loading
+                pass
             time.sleep(0.05)
         raise RuntimeError(f"gateway did not start:\n{self.logs()}")
 
@@ -104,6 +105,22 @@ def ollama(fake_ollama: FakeOllama) -> FakeOllama:
     """The session's fake Ollama, with scripts and records cleared for this test."""
     fake_ollama.reset()
     return fake_ollama
+
+
+@pytest.fixture(scope="session")
+def fake_openai_chat() -> Iterator[FakeOpenAI]:
+    """A chat-only OpenAI-compatible upstream (like vLLM); tests reset it before use."""
+    fake = FakeOpenAI("chat")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def fake_openai_responses() -> Iterator[FakeOpenAI]:
+    """An upstream that only offers the Responses API; tests reset it before use."""
+    fake = FakeOpenAI("responses")
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="session")

@@ -211,3 +211,15 @@ def test_dify_replies_and_the_api_alias(start_gateway, cached, ollama, tmp_path)
         assert len(chat_requests(fake)) == 2
     finally:
         fake.close()
+
+
+def test_openai_compatible_replies_are_cached_too(start_gateway, fake_openai_chat, tmp_path):
+    fake_openai_chat.reset()
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[backends.up]\ntype = "openai"\nurl = "{fake_openai_chat.url}/v1"\nmodels = ["gpt-*"]\n'
+    )
+    gw = start_gateway({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY})
+    body = {"model": "gpt-test", "messages": USER}
+    assert [post(gw, body).headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert len([r for r in fake_openai_chat.requests if r.method == "POST"]) == 1

@@ -59,3 +59,27 @@ def test_debug_level_shows_upstream_summaries_and_error_level_hides_access(
     quiet = start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "LOG_LEVEL": "error"})
     chat(quiet)
     assert "POST /v1/chat/completions" not in quiet.logs()
+
+
+def test_json_log_format_for_log_shippers(start_gateway, fake_ollama, ollama, tmp_path):
+    import json
+
+    gw = start_gateway(
+        {
+            "OLLAMA_BASE_URL": fake_ollama.url,
+            "RELAY_API_KEYS": KEY,
+            "RELAY_LOG_FORMAT": "json",
+            "RELAY_LOG_DIR": str(tmp_path),
+        }
+    )
+    ollama.script("llama3.2", prompt_eval_count=9, eval_count=4)
+    assert chat(gw).status_code == 200
+    [log_file] = tmp_path.glob("relay.*.log")
+    wait_until(lambda: "log-test-1" in log_file.read_text())
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    [access] = [r for r in records if r.get("request_id") == "log-test-1"]
+    assert access["level"] == "INFO" and access["status"] == 200 and access["model"] == "llama3.2"
+    assert access["key"].startswith("env-") and access["client"] == "127.0.0.1"
+    assert (access["prompt_tokens"], access["completion_tokens"]) == (9, 4)
+    assert access["time"] and isinstance(access["pid"], int)
+    assert KEY not in log_file.read_text() and PROMPT not in log_file.read_text()

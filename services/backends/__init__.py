@@ -6,9 +6,14 @@ from config import Settings
 from services.backends.base import Backend
 from services.backends.dify import DifyBackend
 from services.backends.ollama import OllamaBackend
+from services.backends.openai_compat import OpenAICompatBackend
 from services.images import ImageLoader
 
-BACKEND_TYPES: dict[str, type[Backend]] = {"ollama": OllamaBackend, "dify": DifyBackend}
+BACKEND_TYPES: dict[str, type[Backend]] = {
+    "ollama": OllamaBackend,
+    "dify": DifyBackend,
+    "openai": OpenAICompatBackend,
+}
 
 
 def build_backends(settings: Settings, images: ImageLoader) -> list[Backend]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
@@ -75,12 +76,14 @@ class Backend:
         """Run a whole turn; by default by collecting the stream."""
         content: list[str] = []
         reasoning: list[str] = []
+        refusal: list[str] = []
         calls: list[ToolCall] = []
         for d in self.stream_chat(req, ctx):
             if d.replace:
                 content.clear()
             content.append(d.content)
             reasoning.append(d.reasoning)
+            refusal.append(d.refusal)
             calls.extend(d.tool_calls)
             if d.finish_reason is not None:
                 return ChatResult(
@@ -89,6 +92,7 @@ class Backend:
                     tuple(calls),
                     d.finish_reason,
                     d.usage or Usage(),
+                    "".join(refusal),
                 )
         raise UpstreamError(f"{self.title} ended its reply early.")
 
@@ -120,7 +124,7 @@ class Backend:
         try:
             resp = self.session.request(
                 method,
-                self.url + path,
+                path if path.startswith(("http://", "https://")) else self.url + path,
                 json=json,
                 stream=stream,
                 timeout=timeout or self.timeout,
@@ -156,6 +160,16 @@ class Backend:
             if isinstance(e, ReadTimeoutError | TimeoutError):
                 raise UpstreamTimeoutError(f"{self.title} stopped sending in time.") from None
             raise UpstreamError(f"{self.title} dropped the connection mid-reply.") from None
+
+    def _download_b64(self, url: str) -> str:
+        """Fetch a file the backend handed out (e.g. a generated image) as base64 text."""
+        with self._send("GET", url, stream=True) as resp:
+            data = b"".join(self._iter_body(resp))
+        if len(data) > self.images.max_bytes:
+            raise UpstreamError(
+                f"{self.title} sent a file larger than {self.images.max_bytes} bytes."
+            )
+        return base64.b64encode(data).decode()
 
     def _json(self, resp: requests.Response) -> Any:
         try:

@@ -30,6 +30,7 @@ from services.backends.dify_conversations import (
     transcript,
 )
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
+from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
     AuthenticationError,
     GatewayError,
@@ -37,6 +38,7 @@ from services.errors import (
     ModelNotFoundError,
     NotFoundError,
     RateLimitError,
+    UnsupportedError,
     UpstreamError,
 )
 from services.images import ImageLoader
@@ -46,6 +48,8 @@ from services.types import (
     CallContext,
     ChatDelta,
     ChatRequest,
+    GeneratedImage,
+    ImageRequest,
     Message,
     ModelInfo,
 )
@@ -133,6 +137,27 @@ class DifyBackend(Backend):
             if not stream.finished and stream.task_id:
                 self._stop(call, stream.task_id)  # the client left or the stream broke
             resp.close()
+
+    def generate_images(self, req: ImageRequest, ctx: CallContext) -> list[GeneratedImage]:
+        """Run a workflow app with the prompt and settings as inputs; return its image files."""
+        app, caller_key = self._app_for(req.model, ctx)
+        mode = app.mode or self._mode(app, caller_key)
+        if mode != "workflow":
+            raise UnsupportedError(
+                f"{self._app_title(app)} is a {mode} app; only workflow apps make images.",
+                param="model",
+            )
+        user = f"{ctx.key_name}:{req.user}" if req.user else ctx.key_name
+        inputs = {**app.inputs, **workflow_inputs(req, app.query_input or "query")}
+        body = {"inputs": inputs, "response_mode": "streaming", "user": user}
+        with self._call(app, caller_key, "POST", "/workflows/run", json=body, stream=True) as r:
+            try:
+                urls = image_urls(self._events(r), self.origin, self._app_title(app))
+            except ValueError:
+                raise UpstreamError(f"{self._app_title(app)} sent a malformed event.") from None
+        if req.response_format == "b64_json":
+            return [GeneratedImage(b64_json=self._download_b64(url)) for url in urls]
+        return [GeneratedImage(url=url) for url in urls]
 
     # --- planning the call ----------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""GET /metrics (Prometheus text), for allowed addresses or the admin token; recording helpers."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from blueprints import gateway
+from services.errors import PermissionDeniedError
+from services.metrics import Metrics
+from services.types import Usage
+
+bp = Blueprint("metrics", __name__)
+
+# Status codes that mean the backend failed, named as in the relay_upstream_errors metric.
+UPSTREAM_KINDS = {502: "bad_reply", 503: "unavailable", 504: "timeout"}
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    settings = gateway().settings
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    allowed = _address_allowed(request.remote_addr or "", settings.metrics_allow)
+    if not allowed and not (
+        settings.metrics_token and hmac.compare_digest(token, settings.metrics_token)
+    ):
+        raise PermissionDeniedError(
+            "Metrics are served only to allowed addresses or with the admin token.",
+            code="metrics_forbidden",
+        )
+    body, content_type = gateway().metrics.render()
+    return Response(body, content_type=content_type)
+
+
+def record_request(
+    metrics: Metrics,
+    line: dict[str, Any],
+    fields: dict[str, Any],
+    seconds: float,
+    usage: Usage | None,
+    first_token: float | None,
+) -> None:
+    """Count one finished request in every metric it touches."""
+    route, key = line["route"], line["key"]
+    model, backend = fields.get("model", "-"), fields.get("backend", "-")
+    metrics.requests.labels(route, model, backend, str(line["status"]), key).inc()
+    metrics.latency.labels(route, backend, "yes" if fields.get("stream") else "no").observe(seconds)
+    if first_token is not None:
+        metrics.first_token.labels(route, backend).observe(first_token)
+    if usage is not None:
+        metrics.tokens.labels("in", model, backend, key).inc(usage.prompt_tokens)
+        metrics.tokens.labels("out", model, backend, key).inc(usage.completion_tokens)
+    if line["status"] in UPSTREAM_KINDS and backend != "-":
+        metrics.upstream_errors.labels(backend, UPSTREAM_KINDS[line["status"]]).inc()
+    stats = fields.get("stats")
+    if stats is not None and stats.error:
+        metrics.upstream_errors.labels(backend, "midstream").inc()
+
+
+def _address_allowed(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n) for n in networks)

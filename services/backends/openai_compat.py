@@ -1,0 +1,186 @@
+"""OpenAI-compatible upstreams (vLLM, llama.cpp, LM Studio, OpenAI itself): chat and images.
+
+With `api = "chat"` chat requests pass through to /chat/completions with every field the caller
+sent; with `api = "responses"` they are converted to /responses calls (responses_convert).
+The upstream key comes from configuration only; a caller's Relay key never goes upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator
+from typing import Any, Protocol
+
+import requests
+
+from config import BackendSettings, Settings
+from services.backends.base import Backend
+from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
+from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
+from services.images import ImageLoader
+from services.responses_convert import (
+    ResponsesStreamReader,
+    chat_to_responses,
+    responses_to_result,
+)
+from services.sse import iter_sse
+from services.types import (
+    CallContext,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    GeneratedImage,
+    ImageRequest,
+    ModelInfo,
+)
+
+
+class UpstreamRejectedError(GatewayError):
+    """The upstream refused the request itself (a 4xx); its status and fields are kept."""
+
+    def __init__(self, message: str, *, status: int, type: str, param: Any, code: Any) -> None:
+        super().__init__(
+            message,
+            param=param if isinstance(param, str) else None,
+            code=code if isinstance(code, str) else None,
+        )
+        self.status = status
+        self.type = type
+
+
+class _Reader(Protocol):
+    def feed(self, event: Any) -> list[ChatDelta]: ...
+
+
+class OpenAICompatBackend(Backend):
+    type = "openai"
+    label = "OpenAI-compatible"
+
+    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
+        super().__init__(settings, shared, images)
+        self.api = settings.api
+        self._headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self.created = int(time.time())
+
+    def list_models(self) -> list[ModelInfo]:
+        with self._send("GET", "/models", headers=self._headers) as resp:
+            body = self._json(resp)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise UpstreamError(f"{self.title} sent a model list without `data`.")
+        return [
+            ModelInfo(
+                id=m["id"],
+                created=m["created"] if isinstance(m.get("created"), int) else self.created,
+                owned_by=self.name,
+            )
+            for m in data
+            if isinstance(m, dict) and isinstance(m.get("id"), str)
+        ]
+
+    def chat(self, req: ChatRequest, ctx: CallContext) -> ChatResult:
+        if self.api == "responses":
+            return responses_to_result(
+                self._post("/responses", chat_to_responses(req, False)), self.title
+            )
+        return result_from_chat(
+            self._post("/chat/completions", to_chat_body(req, False)), self.title
+        )
+
+    def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        reader: _Reader
+        if self.api == "responses":
+            path, body = "/responses", chat_to_responses(req, True)
+            reader = responses = ResponsesStreamReader(self.title)
+        else:
+            path, body = "/chat/completions", to_chat_body(req, True)
+            reader = chunks = ChatChunkReader(self.title)
+        resp = self._send("POST", path, json=body, stream=True, headers=self._headers)
+        try:
+            for _name, data in iter_sse(self._iter_body(resp)):
+                if data.strip() == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise UpstreamError(f"{self.title} sent a malformed event.") from None
+                yield from reader.feed(event)
+                if self.api == "responses" and responses.finished:
+                    return
+            if self.api == "responses":
+                raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
+            yield from chunks.finish()
+        finally:
+            resp.close()
+
+    def generate_images(self, req: ImageRequest, ctx: CallContext) -> list[GeneratedImage]:
+        body: dict[str, Any] = {
+            "model": req.model,
+            "prompt": req.prompt,
+            "n": req.n,
+            "response_format": req.response_format,
+        }
+        if req.size:
+            body["size"] = req.size
+        if req.user:
+            body["user"] = req.user
+        body.update(req.extra)
+        body.update(req.options)  # the X-Replicate-* settings travel as extra body fields
+        reply = self._post("/images/generations", body)
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(data, list):
+            raise UpstreamError(f"{self.title} sent an image reply without `data`.")
+        images = []
+        for item in data:
+            if not isinstance(item, dict):
+                continue
+            url, b64 = item.get("url"), item.get("b64_json")
+            if req.response_format == "b64_json" and not b64 and isinstance(url, str):
+                b64 = self._download_b64(url)
+            images.append(
+                GeneratedImage(
+                    url=url if isinstance(url, str) and not b64 else None,
+                    b64_json=b64 if isinstance(b64, str) else None,
+                    revised_prompt=item.get("revised_prompt")
+                    if isinstance(item.get("revised_prompt"), str)
+                    else None,
+                )
+            )
+        return images
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        with self._send("POST", path, json=body, headers=self._headers) as resp:
+            return self._json(resp)
+
+    def _error_from_response(self, resp: requests.Response) -> GatewayError:
+        status = resp.status_code
+        error: dict[str, Any] = {}
+        try:
+            body = resp.json()
+            found = body.get("error", body) if isinstance(body, dict) else {}
+            error = found if isinstance(found, dict) else {"message": str(found)}
+        except ValueError:
+            error = {"message": resp.text[:300]}
+        message = str(error.get("message") or error.get("detail") or f"HTTP {status}")
+        detail = f"{self.title}: {message}"
+        if status in (401, 403):
+            # The key is the operator's, not the caller's: a gateway fault, not a 401.
+            return UpstreamError(f"{self.title} refused the gateway's key (HTTP {status}).")
+        if status == 404 and error.get("code") == "model_not_found":
+            return ModelNotFoundError(detail, param="model")
+        if status == 429:
+            retry = resp.headers.get("Retry-After", "")
+            return RateLimitError(detail, retry_after=int(retry) if retry.isdigit() else 5)
+        if 400 <= status < 500:
+            kind = error.get("type")
+            return UpstreamRejectedError(
+                detail,
+                status=status,
+                type=kind if isinstance(kind, str) and kind else "invalid_request_error",
+                param=error.get("param"),
+                code=error.get("code"),
+            )
+        return UpstreamError(f"{self.title} failed (HTTP {status}): {message}")

@@ -1,0 +1,86 @@
+"""Prometheus metrics, correct with several gunicorn workers (prometheus-client multiprocess).
+
+Under gunicorn, gunicorn.conf.py gives every worker one shared PROMETHEUS_MULTIPROC_DIR and
+marks dead workers; values then live in files there and /metrics merges them. Without it
+(development server, tests in one process) each app keeps its own registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, multiprocess_dir: str | None) -> None:
+        self.multiprocess = bool(multiprocess_dir)
+        # In multiprocess mode metrics must not join a registry: values go to files.
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "relay_requests",
+            "Requests answered, by route, model, backend, status and key.",
+            ["route", "model", "backend", "status", "key"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "relay_request_duration_seconds",
+            "Time to answer (for streams: to the end).",
+            ["route", "backend", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_token = Histogram(
+            "relay_time_to_first_token_seconds",
+            "Time from request to the first streamed token.",
+            ["route", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "relay_tokens",
+            "Tokens in (prompt) and out (completion), by model, backend and key.",
+            ["direction", "model", "backend", "key"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "relay_upstream_errors",
+            "Backend failures by kind (unavailable, timeout, bad_reply, midstream).",
+            ["backend", "kind"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "relay_rate_limited",
+            "Requests refused by a rate limit, by key and limit kind.",
+            ["key", "kind"],
+            registry=registry,
+        )
+        self.cache = Counter(
+            "relay_cache",
+            "Reply cache lookups by result (hit, miss, bypass).",
+            ["result"],
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "relay_streams_in_flight",
+            "Streams being sent right now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """Return the exposition text and its content type."""
+        if self.registry is not None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged), CONTENT_TYPE_LATEST
