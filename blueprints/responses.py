@@ -7,6 +7,7 @@ from flask import Blueprint, Response, g, jsonify
 from blueprints import call_context, gateway, json_body
 from blueprints.streaming import sse_response
 from services import responses
+from services.keys import require_model
 from services.openai_render import StreamStats
 from services.responses_format import parse_responses_request
 
@@ -16,6 +17,7 @@ bp = Blueprint("responses", __name__)
 @bp.post("/responses")
 def create_response() -> Response:
     rreq = parse_responses_request(json_body())
+    require_model(g.api_key, rreq.model)
     ctx = call_context()
     g.access.update(model=rreq.model, stream=rreq.stream)
     if rreq.stream:

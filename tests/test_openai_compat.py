@@ -65,6 +65,7 @@ models = ["gone-*"]
 """
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "CHATUP_KEY": UPSTREAM_KEY}
+    env["RELAY_CACHE_TTL"] = "0"  # the tests script different replies to the same request
     return start_gateway(env)
 
 

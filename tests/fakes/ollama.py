@@ -56,6 +56,7 @@ class Script:
     pace: float = 0.0  # seconds between stream chunks
     headers_delay: float = 0.0  # seconds before answering at all
     thinking_capable: bool = True  # False: `think` gets Ollama's 400
+    gate: threading.Event | None = None  # hold every answer until the test sets it
 
 
 @dataclass
@@ -179,6 +180,8 @@ class FakeOllama:
         script = self.lookup(model)
         if script is None:
             return self.json({"error": f"model '{model}' not found"}, 404)
+        if script.gate is not None:
+            script.gate.wait(30)
         if script.headers_delay:
             time.sleep(script.headers_delay)
         if script.status is not None:
