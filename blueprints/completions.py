@@ -24,13 +24,15 @@ def create_completion() -> Response:
     ctx = call_context()
     g.access.update(model=req.model, stream=req.stream)
     if req.stream:
-        backend, deltas = completions.stream(gateway(), req, ctx)
+        backend, deltas = completions.stream(gateway(), req, ctx, g.api_key)
         stats = g.access["stats"] = StreamStats()
         g.access["backend"] = backend.name
         response = sse_response(render_completion_stream(deltas, req, stats))
     else:
-        backend, results = completions.complete(gateway(), req, ctx)
-        g.access.update(backend=backend.name, usage=total_usage(results))
+        backend, results, g.cache_status = completions.complete(
+            gateway(), req, ctx, g.api_key, g.cache_policy
+        )
+        g.access.update(backend=backend.name, usage=total_usage(results), cache=g.cache_status)
         response = jsonify(render_completion(results, req))
     response.headers.update(ctx.response_headers)
     return response

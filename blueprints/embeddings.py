@@ -16,6 +16,10 @@ bp = Blueprint("embeddings", __name__)
 def create_embedding() -> dict[str, object]:
     req, encoding = parse_embedding_request(json_body())
     g.access.update(model=req.model, stream=False)
-    backend, result = embeddings.embed(gateway(), req, call_context())
-    g.access.update(backend=backend.name, usage=Usage(result.prompt_tokens, 0))
+    backend, result, g.cache_status = embeddings.embed(
+        gateway(), req, call_context(), g.api_key, g.cache_policy
+    )
+    g.access.update(
+        backend=backend.name, usage=Usage(result.prompt_tokens, 0), cache=g.cache_status
+    )
     return render_embedding_list(result, req.model, encoding)

@@ -33,9 +33,9 @@ def create_response() -> Response:
 
 @bp.get("/responses/<response_id>")
 def retrieve_response(response_id: str) -> dict[str, object]:
-    return responses.retrieve(gateway(), response_id)
+    return responses.retrieve(gateway(), response_id, g.api_key.name)
 
 
 @bp.delete("/responses/<response_id>")
 def delete_response(response_id: str) -> dict[str, object]:
-    return responses.delete(gateway(), response_id)
+    return responses.delete(gateway(), response_id, g.api_key.name)

@@ -36,7 +36,11 @@ def _encode(result: ChatResult) -> bytes:
 
 
 def _decode(raw: bytes) -> ChatResult:
-    data = json.loads(raw)
+    return result_from_dict(json.loads(raw))
+
+
+def result_from_dict(data: dict[str, Any]) -> ChatResult:
+    """Rebuild a ChatResult from its dataclasses.asdict() form."""
     data["tool_calls"] = tuple(ToolCall(**c) for c in data["tool_calls"])
     data["usage"] = Usage(**data["usage"])
     return ChatResult(**data)
@@ -50,7 +54,7 @@ def _key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> str:
     return cache_key("chat.completions", policy.tenant, backend.name, chat_payload(req))
 
 
-def _policy(backend: Backend, ctx: CallContext, policy: CachePolicy) -> CachePolicy:
+def cacheable(backend: Backend, ctx: CallContext, policy: CachePolicy) -> CachePolicy:
     # A caller's own upstream key or conversation makes the answer theirs alone: no caching.
     if backend.type in STATELESS_BACKENDS and not ctx.upstream_key and not ctx.conversation_id:
         return policy
@@ -65,7 +69,7 @@ def complete(
     backend = gw.router.resolve(req.model, ctx)
     result, status = gw.cache.run(
         _key(backend, req, policy),
-        _policy(backend, ctx, policy),
+        cacheable(backend, ctx, policy),
         lambda: chat.complete(gw, req, ctx)[1],
         CHAT_CODEC,
     )
@@ -78,7 +82,7 @@ def stream(
     """Start a streamed turn: a cached reply replayed, or a live one that fills the cache."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    cache_id, policy = _key(backend, req, policy), _policy(backend, ctx, policy)
+    cache_id, policy = _key(backend, req, policy), cacheable(backend, ctx, policy)
     if gw.cache.enabled and policy.read:
         hit = gw.cache.get(cache_id)
         if hit is not None:

@@ -8,10 +8,11 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.kv_store import StoreFactory
 from services.metrics import Metrics
 from services.redis_client import RedisLink, connect
 from services.reply_cache import ReplyCache, build_cache
-from services.response_store import MemoryResponseStore, ResponseStore
+from services.response_store import ResponseStore
 from services.router import Router
 
 
@@ -31,18 +32,19 @@ def build_gateway(settings: Settings) -> Gateway:
     """Wire the services together from the settings."""
     images = ImageLoader(settings)
     redis = connect(settings.redis)
+    stores = StoreFactory(redis)
     # A request waits for an identical one in flight at most as long as a backend may take.
     wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     return Gateway(
         settings=settings,
-        router=Router(build_backends(settings, images)),
+        router=Router(build_backends(settings, images, stores)),
         keys=KeyStore(
             settings.api_keys,
             settings.access.keys,
             defaults=settings.access.limits,
             source=settings.config_file,
         ),
-        responses=MemoryResponseStore(settings.response_ttl),
+        responses=ResponseStore(stores.make("responses", settings.response_ttl)),
         metrics=Metrics(settings.metrics_dir),
         cache=build_cache(
             settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait

@@ -223,3 +223,28 @@ def test_openai_compatible_replies_are_cached_too(start_gateway, fake_openai_cha
     body = {"model": "gpt-test", "messages": USER}
     assert [post(gw, body).headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
     assert len([r for r in fake_openai_chat.requests if r.method == "POST"]) == 1
+
+
+def test_embeddings_and_completions_are_cached_per_tenant(cached, ollama):
+    def call(path: str, body: dict, key: str = API_KEY) -> requests.Response:
+        return requests.post(
+            cached.url + path, json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+
+    def upstream(path: str) -> int:
+        return len([r for r in ollama.requests if r.path == path])
+
+    ollama.script("nomic-embed-text")
+    embed = {"model": "nomic-embed-text", "input": ["cache me"], "encoding_format": "float"}
+    first, second = call("/v1/embeddings", embed), call("/v1/embeddings", embed)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+    assert first.json()["data"] == second.json()["data"] and upstream("/api/embed") == 1
+    assert call("/v1/embeddings", embed, OTHER_KEY).headers["X-Cache"] == "MISS"
+
+    complete = {"model": "llama3.2", "prompt": ["Once upon", "a time"], "max_tokens": 5}
+    first, second = call("/v1/completions", complete), call("/v1/completions", complete)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+    assert [c["text"] for c in first.json()["choices"]] == [
+        c["text"] for c in second.json()["choices"]
+    ]
+    assert upstream("/api/generate") == 2  # one per prompt, once

@@ -185,3 +185,19 @@ def test_bad_key_tables_stop_start_up_with_one_line(start_gateway, fake_ollama, 
         gw = start_gateway({"RELAY_CONFIG": path}, wait=False)
         assert gw.proc.wait(20) != 0
         assert message in gw.logs(), gw.logs()
+
+
+def test_a_key_limited_to_some_models_is_limited_on_every_endpoint(keyed, ollama):
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    for path, body in (
+        ("/v1/embeddings", {"model": "qwen3:8b", "input": "x"}),
+        ("/v1/completions", {"model": "qwen3:8b", "prompt": "x"}),
+        ("/v1/completions", {"model": "qwen3:8b", "prompt": "x", "stream": True}),
+        ("/v1/responses", {"model": "qwen3:8b", "input": "x"}),
+    ):
+        resp = requests.post(keyed.url + path, json=body, headers=auth)
+        assert resp.status_code == 403, (path, resp.text)
+        assert resp.json()["error"]["type"] == "permission_error"
+    assert not [
+        r for r in ollama.requests if r.path in ("/api/embed", "/api/generate", "/api/chat")
+    ]

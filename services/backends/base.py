@@ -20,6 +20,7 @@ from services.errors import (
     UpstreamUnavailableError,
 )
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.types import (
     CallContext,
     ChatDelta,
@@ -43,7 +44,9 @@ class Backend:
     type: ClassVar[str] = "base"
     label: ClassVar[str] = "Backend"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
         self.name = settings.name
         self.url = settings.url
         self.model_patterns = settings.models

@@ -23,12 +23,7 @@ from loguru import logger
 
 from config import BackendSettings, DifyAppSettings, Settings
 from services.backends.base import Backend
-from services.backends.dify_conversations import (
-    ConversationStore,
-    MemoryConversationStore,
-    history_key,
-    transcript,
-)
+from services.backends.dify_conversations import history_key, transcript
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
 from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
@@ -42,6 +37,7 @@ from services.errors import (
     UpstreamError,
 )
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.sse import iter_sse_json
 from services.types import (
     REPLACE_SEPARATOR,
@@ -84,12 +80,15 @@ class DifyBackend(Backend):
     type = "dify"
     label = "Dify"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
-        super().__init__(settings, shared, images)
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
+        super().__init__(settings, shared, images, stores)
         parts = urlsplit(self.url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.apps = {app.name: app for app in settings.apps}
-        self.store: ConversationStore = MemoryConversationStore(shared.conversation_ttl)
+        # history digest -> Dify conversation id, shared by workers when Redis is configured
+        self.store = stores.make(f"dify:{self.name}:conversations", shared.conversation_ttl)
         self.created = int(time.time())
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()

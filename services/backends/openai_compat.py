@@ -19,6 +19,7 @@ from services.backends.base import Backend
 from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
 from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.responses_convert import (
     ResponsesStreamReader,
     chat_to_responses,
@@ -57,8 +58,10 @@ class OpenAICompatBackend(Backend):
     type = "openai"
     label = "OpenAI-compatible"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
-        super().__init__(settings, shared, images)
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
+        super().__init__(settings, shared, images, stores)
         self.api = settings.api
         self._headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.created = int(time.time())
