@@ -53,7 +53,10 @@ def register_limits(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def too_many_requests(e: RateLimitExceeded) -> Response:
-        return render_error(ratelimit.requests_error())
+        error = ratelimit.requests_error()
+        if "access" in g:
+            g.access["limited"] = error.type  # for the relay_rate_limited metric
+        return render_error(error)
 
     @app.errorhandler(RedisError)
     def limits_unavailable(e: RedisError) -> Response:
