@@ -31,6 +31,8 @@ from services.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     GeneratedImage,
     ImageRequest,
     ModelInfo,
@@ -151,6 +153,24 @@ class OpenAICompatBackend(Backend):
                 )
             )
         return images
+
+    def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        body: dict[str, Any] = {
+            **req.extra,
+            "model": req.model,
+            "input": list(req.inputs),
+            "encoding_format": "float",
+        }
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        reply = self._post("/embeddings", body)
+        try:
+            rows = sorted(reply["data"], key=lambda row: row["index"])
+            vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
+            tokens = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamError(f"{self.title} sent embeddings Relay cannot read.") from None
+        return EmbeddingResult(vectors, tokens)
 
     # --- HTTP -----------------------------------------------------------------------------
 
