@@ -10,8 +10,12 @@ from loguru import logger
 import config
 from blueprints import register_blueprints
 from blueprints.access_log import register_access_log
+from blueprints.auth import register_identity
+from blueprints.cache_control import register_cache_control
 from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
+from blueprints.limits import register_limits
+from relay_keys import keys as keys_command
 from services.gateway import build_gateway
 from services.log_setup import configure_logging
 
@@ -28,6 +32,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["relay"] = build_gateway(settings)
     register_access_log(app)
+    # Keys, limits and reply cache (issue 4). Order matters: the caller is identified before
+    # flask-limiter counts the request, and the cache policy needs the caller's key.
+    register_identity(app)
+    register_limits(app)
+    register_cache_control(app)
+    app.cli.add_command(keys_command)
     register_blueprints(app)
     register_error_handlers(app)
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]

@@ -14,12 +14,17 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 VERSION = "0.1.0"
+
+if TYPE_CHECKING:
+    from config_access import AccessSettings, RedisSettings
+
 LOG_LEVELS = {
     "error": "ERROR",
     "warn": "WARNING",
@@ -78,6 +83,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     backends: tuple[BackendSettings, ...] = ()
     fetch_image_urls: bool = False
     image_max_bytes: int = 10 * 1024 * 1024
@@ -92,11 +98,14 @@ class Settings:
     metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
     config_file: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Keys, limits, reply cache and Redis (issue 4): their settings live in config_access.py.
+    access: AccessSettings = field(default_factory=lambda: _access_module().AccessSettings())
+    redis: RedisSettings = field(default_factory=lambda: _access_module().RedisSettings())
 
     @property
     def open_access(self) -> bool:
         """True when no API key is configured, so every caller is let in."""
-        return not self.api_keys
+        return not self.api_keys and not self.access.keys
 
 
 # name -> (meaning, default shown in docs). The README's configuration table follows this list.
@@ -141,6 +150,24 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_IMAGE_MAX_BYTES": ("largest image accepted, inline or downloaded", "10485760"),
     "RELAY_IMAGE_FETCH_ALLOW_PRIVATE": ("allow image downloads from private addresses", "false"),
     "RELAY_IMAGE_FETCH_TIMEOUT": ("seconds allowed for one image download", "10"),
+    "RELAY_CORS_ORIGINS": (
+        "browser origins allowed to call /v1, comma-separated, or * for any (CORS)",
+        "unset (off)",
+    ),
+    # Keys, limits, reply cache and Redis (issue 4)
+    "RELAY_REQUESTS_PER_MINUTE": ("default requests per minute per key; 0 for no limit", "0"),
+    "RELAY_REQUESTS_PER_HOUR": ("default requests per hour per key; 0 for no limit", "0"),
+    "RELAY_REQUESTS_PER_DAY": ("default requests per day per key; 0 for no limit", "0"),
+    "RELAY_TOKENS_PER_MINUTE": ("default tokens per minute per key; 0 for no limit", "0"),
+    "RELAY_UNAUTHENTICATED_PER_MINUTE": (
+        "requests per minute per address without a valid key",
+        "30",
+    ),
+    "RELAY_LIMITS_FAIL_OPEN": ("let requests through when the limit store is down", "true"),
+    "RELAY_CACHE_TTL": ("seconds a reply stays in the reply cache; 0 turns the cache off", "300"),
+    "RELAY_CACHE_MAX_ENTRIES": ("replies kept per worker by the in-process cache", "1024"),
+    "REDIS_URL": ("Redis for limits, reply cache and in-flight sharing across workers", "unset"),
+    "RELAY_REDIS_TIMEOUT": ("seconds to wait for Redis before treating it as down", "1"),
     "RELAY_KEEPALIVE_SECONDS": (
         "seconds of upstream silence before a stream gets a `: keep-alive` comment; 0: off",
         "15",
@@ -150,13 +177,17 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from defaults, RELAY_CONFIG, the `.env` file and the environment."""
+    return _build(_environment(environ))
+
+
+def _environment(environ: Mapping[str, str] | None) -> dict[str, str]:
     process_env = os.environ if environ is None else environ
     dotenv_path = process_env.get("RELAY_ENV_FILE", ".env")
     env: dict[str, str] = {}
     if dotenv_path and os.path.isfile(dotenv_path):
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     env.update(process_env)
-    return _build(env)
+    return env
 
 
 def _build(env: Mapping[str, str]) -> Settings:
@@ -191,6 +222,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_int(
             *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
         ),
+        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         backends=_backends(env, doc),
         fetch_image_urls=_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
         image_max_bytes=_int(
@@ -219,6 +251,8 @@ def _build(env: Mapping[str, str]) -> Settings:
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         config_file=file_path,
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
+        access=_access_module().access_settings(env, doc),
+        redis=_access_module().redis_settings(env, doc),
     )
     return settings
 
@@ -495,6 +529,21 @@ def _opt_str(name: str, value: Any) -> str | None:
     return value
 
 
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+        ):
+            raise ConfigError(
+                f"{name} must list origins like https://app.example.com (scheme, host and "
+                f"optional port, no path) or *, got {origin!r}"
+            )
+    return origins
+
+
 def _dify_url(name: str, value: Any) -> str:
     """Accept Dify's API URL with or without the /v1 suffix; return it with."""
     url = _url(name, value)
@@ -513,6 +562,13 @@ def _url(name: str, value: Any) -> str:
     except ValueError:
         raise ConfigError(f"{name} has a bad port: {value!r}") from None
     return text
+
+
+def _access_module() -> ModuleType:
+    # config_access builds on this module's parsers, so it is imported when first needed.
+    import config_access
+
+    return config_access
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

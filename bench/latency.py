@@ -37,9 +37,9 @@ def wait_for(url: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=2)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.05)
     raise SystemExit(f"{url} did not come up")
 
@@ -49,27 +49,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def start_relay(port: int, ollama_url: str, **env: str) -> subprocess.Popen[bytes]:
+    """Start Relay under gunicorn (one gevent worker) on loopback, quietly."""
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "RELAY_ENV_FILE": "",
+        "PORT": str(port),
+        "OLLAMA_BASE_URL": ollama_url,
+        "RELAY_API_KEYS": KEY,
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "wsgi:app"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
 
     fake_port, relay_port = free_port(), free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama", str(fake_port)], cwd=ROOT)
-    env = {
-        "PATH": os.environ["PATH"],
-        "RELAY_ENV_FILE": "",
-        "PORT": str(relay_port),
-        "OLLAMA_BASE_URL": f"http://127.0.0.1:{fake_port}",
-        "RELAY_API_KEYS": KEY,
-    }
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_upstream", str(fake_port)], cwd=ROOT)
+    # The reply cache is off: every request must make the whole trip to the fake.
+    relay = start_relay(relay_port, f"http://127.0.0.1:{fake_port}", RELAY_CACHE_TTL="0")
     try:
         direct_url = f"http://127.0.0.1:{fake_port}/api/chat"
         relay_url = f"http://127.0.0.1:{relay_port}/v1/chat/completions"

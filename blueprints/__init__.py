@@ -20,6 +20,7 @@ def register_blueprints(app: Flask) -> None:
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
+    _register_text_endpoints(app, v1)
     v1.register_blueprint(chat.bp)
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
@@ -88,3 +89,12 @@ def _nested_deeper_than(value: object, limit: int) -> bool:
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+def _register_text_endpoints(app: Flask, v1: Blueprint) -> None:
+    """Add /v1/completions and /v1/embeddings, and CORS when origins are configured."""
+    from blueprints import completions, cors, embeddings
+
+    v1.register_blueprint(completions.bp)
+    v1.register_blueprint(embeddings.bp)
+    cors.register_cors(app, app.extensions["relay"].settings.cors_origins)

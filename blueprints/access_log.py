@@ -58,6 +58,7 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     error = f" error={stats.error!r}" if stats and stats.error else ""
+    cache = f" cache={fields['cache']}" if fields.get("cache") else ""
     structured = {
         "request_id": line["request_id"],
         "client": line["client"],
@@ -72,9 +73,10 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
         "error": stats.error if stats else None,
+        "cache": fields.get("cache"),
     }
     logger.bind(access=structured).info(
-        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
+        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
         line["request_id"],
         line["client"],
         line["key"],
@@ -86,6 +88,7 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         seconds * 1000,
         tokens,
         "yes" if fields.get("stream") else "no",
+        cache,
         error,
     )
     first_token = stats.first_token - line["started"] if stats and stats.first_token else None

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Flask, g, request
 
 from blueprints import gateway
+from services.errors import AuthenticationError
+from services.ratelimit import API_PREFIXES
 
 
 def require_api_key() -> None:
+    # identify_caller has already looked the key up (the limiter needed to know who calls).
+    if "auth_error" in g:
+        raise g.auth_error
+    if "api_key" not in g:
+        g.api_key = gateway().keys.authenticate(_presented_secret())
+
+
+def _presented_secret() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else None
-    secret = secret or request.headers.get("X-Api-Key") or None
-    g.api_key = gateway().keys.authenticate(secret)
+    return secret or request.headers.get("X-Api-Key") or None
+
+
+def identify_caller() -> None:
+    """Look up the key of a /v1 request before the limiter counts it; raise nothing yet."""
+    if not request.path.startswith(API_PREFIXES):
+        return
+    try:
+        g.api_key = gateway().keys.authenticate(_presented_secret())
+    except AuthenticationError as e:
+        g.auth_error = e
+
+
+def register_identity(app: Flask) -> None:
+    # App-level, so it runs before flask-limiter's own check (registered after it).
+    app.before_request(identify_caller)

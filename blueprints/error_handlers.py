@@ -42,8 +42,11 @@ def _from_http(e: HTTPException) -> GatewayError:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError) -> Response:
-        if e.backend and "access" in g:
-            g.access.setdefault("backend", e.backend)
+        if "access" in g:
+            if e.backend:
+                g.access.setdefault("backend", e.backend)
+            elif e.status == 429:  # Relay's own limit, not a backend's
+                g.access["limited"] = e.type
         return render_error(e)
 
     @app.errorhandler(HTTPException)

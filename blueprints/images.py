@@ -7,6 +7,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from blueprints import call_context, gateway, json_body
 from services import image_generation
 from services.images_format import parse_image_request, render_images
+from services.keys import require_model
 
 bp = Blueprint("images", __name__)
 
@@ -14,6 +15,7 @@ bp = Blueprint("images", __name__)
 @bp.post("/images/generations")
 def create_image() -> Response:
     req = parse_image_request(json_body(), request.headers)
+    require_model(g.api_key, req.model)
     g.access.update(model=req.model)
     backend, images = image_generation.generate(gateway(), req, call_context())
     g.access["backend"] = backend.name

@@ -55,6 +55,10 @@ def record_request(
         metrics.tokens.labels("out", model, backend, key).inc(usage.completion_tokens)
     if line["status"] in UPSTREAM_KINDS and backend != "-":
         metrics.upstream_errors.labels(backend, UPSTREAM_KINDS[line["status"]]).inc()
+    if fields.get("limited"):
+        metrics.rate_limited.labels(key, fields["limited"]).inc()
+    if fields.get("cache"):
+        metrics.cache.labels(fields["cache"].lower()).inc()
     stats = fields.get("stats")
     if stats is not None and stats.error:
         metrics.upstream_errors.labels(backend, "midstream").inc()

@@ -10,6 +10,7 @@ from blueprints import call_context, gateway, json_body
 from blueprints.streaming import failing, sse_response, start_stream
 from services import responses
 from services.errors import GatewayError
+from services.keys import require_model
 from services.openai_render import StreamStats
 from services.responses_format import parse_responses_request
 from services.responses_render import ResponseEvents
@@ -20,6 +21,7 @@ bp = Blueprint("responses", __name__)
 @bp.post("/responses")
 def create_response() -> Response:
     rreq = parse_responses_request(json_body())
+    require_model(g.api_key, rreq.model)
     ctx = call_context()
     g.access.update(model=rreq.model, stream=rreq.stream)
     if rreq.stream:
@@ -43,9 +45,9 @@ def create_response() -> Response:
 
 @bp.get("/responses/<response_id>")
 def retrieve_response(response_id: str) -> dict[str, object]:
-    return responses.retrieve(gateway(), response_id)
+    return responses.retrieve(gateway(), response_id, g.api_key.name)
 
 
 @bp.delete("/responses/<response_id>")
 def delete_response(response_id: str) -> dict[str, object]:
-    return responses.delete(gateway(), response_id)
+    return responses.delete(gateway(), response_id, g.api_key.name)

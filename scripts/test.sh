@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 ensure_venv requirements-dev.txt
+# The Redis tests start real redis-server processes.
+ensure_command redis-server redis-server
 # The official openai Node SDK is the second client of the end-to-end tests.
 ensure_command node nodejs
 ensure_command npm npm

@@ -8,8 +8,11 @@ from config import Settings
 from services.backends import build_backends
 from services.images import ImageLoader
 from services.keys import KeyStore
+from services.kv_store import StoreFactory
 from services.metrics import Metrics
-from services.response_store import MemoryResponseStore, ResponseStore
+from services.redis_client import RedisLink, connect
+from services.reply_cache import ReplyCache, build_cache
+from services.response_store import ResponseStore
 from services.router import Router
 
 
@@ -20,15 +23,31 @@ class Gateway:
     keys: KeyStore
     responses: ResponseStore
     metrics: Metrics
+    # Keys, limits and reply cache (issue 4)
+    cache: ReplyCache
+    redis: RedisLink | None = None
 
 
 def build_gateway(settings: Settings) -> Gateway:
     """Wire the services together from the settings."""
     images = ImageLoader(settings)
+    redis = connect(settings.redis)
+    stores = StoreFactory(redis)
+    # A request waits for an identical one in flight at most as long as a backend may take.
+    wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     return Gateway(
         settings=settings,
-        router=Router(build_backends(settings, images)),
-        keys=KeyStore(settings.api_keys),
-        responses=MemoryResponseStore(settings.response_ttl),
+        router=Router(build_backends(settings, images, stores)),
+        keys=KeyStore(
+            settings.api_keys,
+            settings.access.keys,
+            defaults=settings.access.limits,
+            source=settings.config_file,
+        ),
+        responses=ResponseStore(stores.make("responses", settings.response_ttl)),
         metrics=Metrics(settings.metrics_dir),
+        cache=build_cache(
+            settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
+        ),
+        redis=redis,
     )

@@ -1,35 +1,118 @@
-"""API keys: who may call the gateway. Secrets are kept only as SHA-256 digests."""
+"""API keys: who may call the gateway, which models each key may use, and its limits.
+
+Secrets are kept only as SHA-256 digests. Named keys come from the config file's `[keys.NAME]`
+tables and are re-read when that file changes; RELAY_API_KEYS keys are fixed at start-up.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 
-from services.errors import AuthenticationError
+from loguru import logger
+
+import config
+import config_access
+from config_access import KeySettings, Limits
+from services.errors import AuthenticationError, PermissionDeniedError
+from services.types import ModelInfo
+
+RELOAD_INTERVAL = 1.0  # seconds between looks at the key file's modification time
+NO_LIMITS = Limits(0, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     name: str
+    models: tuple[str, ...] = ("*",)
+    limits: Limits = NO_LIMITS
+    cache_group: str | None = None
+    expires: datetime | None = None
+    enabled: bool = True
+
+    @property
+    def tenant(self) -> str:
+        """The reply-cache partition: the key itself unless the operator grouped keys."""
+        return self.cache_group or self.name
+
+    def allows(self, model: str) -> bool:
+        """Tell whether this key may use `model` (a bare name also matches its ':latest')."""
+        names = {model}
+        if model.endswith(":latest"):
+            names.add(model.removesuffix(":latest"))
+        elif ":" not in model:
+            names.add(model + ":latest")
+        return any(fnmatchcase(n, p) for n in names for p in self.models)
 
 
 ANONYMOUS = ApiKey(name="anonymous")
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def require_model(key: ApiKey, model: str) -> None:
+    """Raise PermissionDeniedError (403) when the key may not use the model."""
+    if not key.allows(model):
+        raise PermissionDeniedError(
+            f"The API key '{key.name}' is not allowed to use the model `{model}`.", param="model"
+        )
+
+
+def visible_models(key: ApiKey, models: Iterable[ModelInfo]) -> list[ModelInfo]:
+    """Keep the models this key may use."""
+    return [m for m in models if key.allows(m.id)]
+
+
 class KeyStore:
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        secrets: tuple[str, ...],
+        named: tuple[KeySettings, ...] = (),
+        *,
+        defaults: Limits = NO_LIMITS,
+        source: str | None = None,
+        reader: Callable[[str], tuple[KeySettings, ...]] = config_access.read_keys,
+    ) -> None:
+        self._defaults = defaults
         # A key from RELAY_API_KEYS is named by a short digest prefix: enough to tell keys apart
         # in logs, useless for guessing the key.
-        self._by_digest = {_digest(s): ApiKey(name=f"env-{_digest(s)[:8]}") for s in secrets}
+        self._fixed = tuple(
+            (digest(s), ApiKey(name=f"env-{digest(s)[:8]}", limits=defaults)) for s in secrets
+        )
+        self._entries = self._fixed + self._build(named)
+        self._source, self._reader = source, reader
+        self._stamp = self._file_stamp()
+        self._checked = time.monotonic()
+
+    def _build(self, named: tuple[KeySettings, ...]) -> tuple[tuple[str, ApiKey], ...]:
+        return tuple(
+            (
+                k.digest,
+                ApiKey(
+                    name=k.name,
+                    models=k.models,
+                    limits=k.limits.over(self._defaults),
+                    cache_group=k.cache_group,
+                    expires=k.expires,
+                    enabled=k.enabled,
+                ),
+            )
+            for k in named
+        )
 
     @property
     def open(self) -> bool:
         """True when no key is configured and every caller is let in."""
-        return not self._by_digest
+        self._maybe_reload()
+        return not self._entries
 
     def authenticate(self, secret: str | None) -> ApiKey:
         """Return the key for a presented secret, or raise AuthenticationError (401)."""
@@ -37,9 +120,45 @@ class KeyStore:
             return ANONYMOUS
         if not secret:
             raise AuthenticationError("Missing API key. Send it as 'Authorization: Bearer <key>'.")
-        # Looking up the digest, not the secret, keeps the comparison's timing independent
-        # of how much of the secret a guess got right.
-        key = self._by_digest.get(_digest(secret))
-        if key is None:
+        wanted = digest(secret)
+        found = None
+        # Every entry is compared, in constant time, so timing tells nothing about which key
+        # (or how much of one) a guess matched.
+        for known, key in self._entries:
+            if hmac.compare_digest(known, wanted):
+                found = key
+        if found is None:
             raise AuthenticationError("Incorrect API key provided.")
-        return key
+        if not found.enabled:
+            raise AuthenticationError("This API key has been revoked.")
+        if found.expires is not None and found.expires <= datetime.now(UTC):
+            raise AuthenticationError("This API key has expired.")
+        return found
+
+    # --- reloading the named keys when their file changes -------------------------------------
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if not self._source:
+            return None
+        try:
+            st = os.stat(self._source)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _maybe_reload(self) -> None:
+        # A stat at most once a second keeps this off the request's cost.
+        if not self._source or time.monotonic() - self._checked < RELOAD_INTERVAL:
+            return
+        self._checked = time.monotonic()
+        stamp = self._file_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            named = self._reader(self._source)
+        except config.ConfigError as e:
+            logger.error("keys not reloaded, the old ones stay in force: {}", e)
+            return
+        self._entries = self._fixed + self._build(named)
+        logger.info("keys reloaded from the config file: {} named", len(named))

@@ -49,13 +49,7 @@ _KNOWN = {
 
 def parse_chat_request(body: Any) -> ChatRequest:
     """Validate an OpenAI chat request body and turn it into a ChatRequest."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
-        )
+    model = require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array.", param="messages")
@@ -74,13 +68,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
         max_tokens = opt_int(body, "max_tokens", lo=1)
     user = body.get("user")
     return ChatRequest(
-        model=model.strip(),
+        model=model,
         messages=tuple(_parse_message(m, i) for i, m in enumerate(messages)),
         stream=stream,
         temperature=opt_number(body, "temperature", 0, 2),
         top_p=opt_number(body, "top_p", 0, 1),
         max_tokens=max_tokens,
-        stop=_parse_stop(body.get("stop")),
+        stop=parse_stop(body.get("stop")),
         seed=opt_int(body, "seed"),
         presence_penalty=opt_number(body, "presence_penalty", -2, 2),
         frequency_penalty=opt_number(body, "frequency_penalty", -2, 2),
@@ -195,7 +189,7 @@ def _parse_tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _parse_stop(raw: Any) -> tuple[str, ...]:
+def parse_stop(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):
@@ -279,6 +273,18 @@ def _parse_reasoning_effort(body: Mapping[str, Any]) -> str | None:
             f"'{param}' must be one of {', '.join(REASONING_EFFORTS)}.", param=param
         )
     return effort  # type: ignore[no-any-return]
+
+
+def require_model(body: Any) -> str:
+    """Check that the body is a JSON object naming a model; return the model name."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError(
+            "'model' is required and must be a non-empty string.", param="model"
+        )
+    return model.strip()
 
 
 def not_int(v: Any) -> bool:

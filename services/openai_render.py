@@ -79,6 +79,19 @@ def render_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_json(error.to_dict()) + b"\n\n"
 
 
+def guard_stream(frames: Iterator[bytes], stats: StreamStats) -> Iterator[bytes]:
+    """Pass frames on; a failure ends the stream with one error frame (openai-api §1.4)."""
+    try:
+        yield from frames
+    except GatewayError as e:
+        stats.error = e.message
+        yield render_error_frame(e)
+    except Exception:  # a bug of ours: log it, end the stream with a clean frame
+        logger.exception("stream failed")
+        stats.error = "internal error"
+        yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
+
+
 @dataclass(slots=True)
 class StreamStats:
     """What a stream did, filled in while it runs and read by the access log when it closes."""

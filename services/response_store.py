@@ -1,38 +1,28 @@
-"""Stored Responses API replies, for previous_response_id and GET /v1/responses/<id>."""
+"""Stored Responses API replies, for previous_response_id and GET /v1/responses/<id>.
+
+Each record keeps who stored it (the key's name): only that key may read, continue or delete it.
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Protocol
+import json
+from typing import Any
 
-from cachetools import TTLCache
-
-
-class ResponseStore(Protocol):
-    """Where stored responses live; Redis can implement it for many workers."""
-
-    def get(self, response_id: str) -> dict[str, Any] | None: ...
-
-    def put(self, response_id: str, record: dict[str, Any]) -> None: ...
-
-    def delete(self, response_id: str) -> bool: ...
+from services.kv_store import KeyValueStore
 
 
-class MemoryResponseStore:
-    """In-process store with a TTL; each gunicorn worker has its own."""
+class ResponseStore:
+    def __init__(self, store: KeyValueStore) -> None:
+        self.store = store
 
-    def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
-        self._cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=maxsize, ttl=ttl)
-        self._lock = threading.Lock()
+    def get(self, response_id: str, owner: str) -> dict[str, Any] | None:
+        """Return the record if it exists and belongs to `owner`."""
+        raw = self.store.get(response_id)
+        record = json.loads(raw) if raw else None
+        return record if record and record.get("owner") == owner else None
 
-    def get(self, response_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._cache.get(response_id)
+    def put(self, response_id: str, owner: str, record: dict[str, Any]) -> None:
+        self.store.put(response_id, json.dumps({**record, "owner": owner}, ensure_ascii=False))
 
-    def put(self, response_id: str, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._cache[response_id] = record
-
-    def delete(self, response_id: str) -> bool:
-        with self._lock:
-            return self._cache.pop(response_id, None) is not None
+    def delete(self, response_id: str, owner: str) -> bool:
+        return self.get(response_id, owner) is not None and self.store.delete(response_id)

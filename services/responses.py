@@ -27,16 +27,17 @@ from services.responses_render import (
 from services.types import CallContext, ChatRequest, Usage, new_id
 
 
-def retrieve(gw: Gateway, response_id: str) -> dict[str, Any]:
-    """Return a stored Response object, or raise a 404."""
-    record = gw.responses.get(response_id)
+def retrieve(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
+    """Return a Response object this key stored, or raise a 404."""
+    record = gw.responses.get(response_id, owner)
     if record is None:
         raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
     return record["response"]  # type: ignore[no-any-return]
 
 
-def delete(gw: Gateway, response_id: str) -> dict[str, Any]:
-    if not gw.responses.delete(response_id):
+def delete(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
+    """Delete a Response this key stored, or raise a 404."""
+    if not gw.responses.delete(response_id, owner):
         raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
@@ -45,7 +46,7 @@ def create(
     gw: Gateway, rreq: ResponsesRequest, ctx: CallContext
 ) -> tuple[str, Usage, dict[str, Any]]:
     """Run a whole Responses request; return the backend name, usage and Response object."""
-    history, req = _chat_request(gw, rreq)
+    history, req = _chat_request(gw, rreq, ctx.key_name)
     backend, result = chat.complete(gw, req, ctx)
     rid, created = new_id("resp_"), int(time.time())
     output = output_items(result)
@@ -57,7 +58,7 @@ def create(
         output=output,
         usage=result.usage,
     )
-    _store(gw, rreq, history, response)
+    _store(gw, rreq, ctx.key_name, history, response)
     return backend.name, result.usage, response
 
 
@@ -65,16 +66,20 @@ def stream(
     gw: Gateway, rreq: ResponsesRequest, ctx: CallContext, stats: StreamStats
 ) -> tuple[str, Iterator[bytes]]:
     """Start a streamed Responses request; errors before the first delta raise here."""
-    history, req = _chat_request(gw, rreq)
+    history, req = _chat_request(gw, rreq, ctx.key_name)
     backend, deltas = chat.stream(gw, req, ctx)
-    events = ResponseEvents(rreq, stats, lambda final: _store(gw, rreq, history, final))
+    events = ResponseEvents(
+        rreq, stats, lambda final: _store(gw, rreq, ctx.key_name, history, final)
+    )
     return backend.name, events.frames(deltas)
 
 
-def _chat_request(gw: Gateway, rreq: ResponsesRequest) -> tuple[tuple[Any, ...], ChatRequest]:
+def _chat_request(
+    gw: Gateway, rreq: ResponsesRequest, owner: str
+) -> tuple[tuple[Any, ...], ChatRequest]:
     history: tuple[Any, ...] = ()
     if rreq.previous_response_id:
-        record = gw.responses.get(rreq.previous_response_id)
+        record = gw.responses.get(rreq.previous_response_id, owner)
         if record is None:
             raise NotFoundError(
                 f"Previous response with id '{rreq.previous_response_id}' not found.",
@@ -85,9 +90,13 @@ def _chat_request(gw: Gateway, rreq: ResponsesRequest) -> tuple[tuple[Any, ...],
 
 
 def _store(
-    gw: Gateway, rreq: ResponsesRequest, history: tuple[Any, ...], response: dict[str, Any]
+    gw: Gateway,
+    rreq: ResponsesRequest,
+    owner: str,
+    history: tuple[Any, ...],
+    response: dict[str, Any],
 ) -> None:
     if not rreq.store or response["status"] == "failed":
         return
     turn = [*history, *rreq.messages, assistant_message(response["output"])]
-    gw.responses.put(response["id"], {"history": turn, "response": response})
+    gw.responses.put(response["id"], owner, {"history": turn, "response": response})

@@ -154,6 +154,27 @@ class EmbeddingResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TextRequest:
+    """One prompt to continue (legacy completions); backends stream ChatDelta back for it.
+
+    The streamed unit is ChatDelta: the continuation in `content`, any thinking in `reasoning`.
+    """
+
+    model: str
+    prompt: str
+    suffix: str | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRequest:
     """An image generation request; `options` holds validated generation settings by name."""
 

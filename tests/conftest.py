@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import redis
 import requests
 
 from tests.fakes.ollama import FakeOllama
@@ -141,8 +143,10 @@ def start_gateway(
 
 @pytest.fixture(scope="session")
 def gateway(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
-    """The shared gateway: one key, Ollama at the fake."""
-    return start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY})
+    """The shared gateway: one key, Ollama at the fake, no reply cache (tests script replies)."""
+    return start_gateway(
+        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
+    )
 
 
 @pytest.fixture
@@ -158,3 +162,53 @@ def http(gateway: Gateway) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {API_KEY}"
         yield session
+
+
+# --- keys, limits, reply cache, Redis (issue 4) ---------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, nothing saved to disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        if not shutil.which("redis-server"):
+            raise RuntimeError("redis-server is missing: ./scripts/test.sh installs it")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, timeout=10)
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def write_config(path: Path, text: str) -> str:
+    """Write a RELAY_CONFIG file for a test gateway and return its path."""
+    path.write_text(text)
+    return str(path)

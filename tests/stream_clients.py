@@ -58,7 +58,9 @@ def read_until(sock: socket.socket, marker: bytes) -> bytes:
     got = b""
     while marker not in got:
         chunk = sock.recv(65536)
-        assert chunk, got[-200:]
+        if not chunk:
+            sock.close()
+            raise AssertionError(f"the stream ended before {marker!r}: {got[-200:]!r}")
         got += chunk
     return got
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import API_KEY, ROOT, free_port, wait_until
 from tests.fakes.ollama import FakeOllama
 
 DEPLOY = ROOT / "deploy"
@@ -40,7 +40,12 @@ def nginx(start_gateway, fake_ollama, tmp_path_factory):
     assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
     root = tmp_path_factory.mktemp("nginx")
     gateway = start_gateway(
-        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_TRUSTED_PROXIES": "127.0.0.1"}
+        {
+            "OLLAMA_BASE_URL": fake_ollama.url,
+            "RELAY_TRUSTED_PROXIES": "127.0.0.1",
+            "RELAY_API_KEYS": API_KEY,
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "3",
+        }
     )
     cert, key = root / "cert.pem", root / "key.pem"
     subprocess.run(
@@ -90,11 +95,11 @@ http {{
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
 
-    def connect() -> http.client.HTTPSConnection:
+    def connect(source: str = CLIENT_ADDRESS) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
         return http.client.HTTPSConnection(
-            "127.0.0.1", https_port, context=context, source_address=(CLIENT_ADDRESS, 0), timeout=30
+            "127.0.0.1", https_port, context=context, source_address=(source, 0), timeout=30
         )
 
     def listening() -> bool:
@@ -120,7 +125,11 @@ def post(conn: http.client.HTTPSConnection, body: dict, **headers: str) -> http.
         "POST",
         "/v1/chat/completions",
         body=json.dumps(body),
-        headers={"Content-Type": "application/json", **headers},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {API_KEY}",
+            **headers,
+        },
     )
     return conn.getresponse()
 
@@ -177,6 +186,20 @@ def test_direct_callers_cannot_forge_their_address(start_gateway, fake_ollama, o
     conn.close()
     wait_until(lambda: "forged-1" in gateway.logs())
     assert f"forged-1 client={CLIENT_ADDRESS} " in gateway.logs()
+
+
+def test_per_address_limits_see_the_client_behind_nginx(nginx):
+    connect, _gateway = nginx
+
+    def bad_key_from(source: str) -> int:
+        conn = connect(source)
+        resp = post(conn, {"model": "llama3.2", "messages": []}, Authorization="Bearer guess-1234")
+        resp.read()
+        conn.close()
+        return resp.status
+
+    assert [bad_key_from("127.0.0.8") for _ in range(5)] == [401, 401, 401, 429, 429]
+    assert bad_key_from("127.0.0.9") == 401  # another client behind the same proxy is not limited
 
 
 def test_oversized_body_is_refused_by_nginx(nginx):

@@ -42,6 +42,8 @@ def fuzz_gateway(start_gateway, any_ollama: AnyModelOllama) -> Gateway:
             "OLLAMA_BASE_URL": any_ollama.url,
             "RELAY_API_KEYS": API_KEY,
             "RELAY_MAX_BODY_BYTES": "262144",
+            "RELAY_CACHE_TTL": "0",  # reach the translation code every time
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "0",  # fuzzed keys must not lock the run out
             "LOG_LEVEL": "warn",
         }
     )

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from services.completions_format import parse_completion_request
+from services.embeddings_format import parse_embedding_request
 from services.errors import GatewayError, InvalidRequestError, UpstreamError
 from services.ndjson import iter_ndjson
 from services.openai_format import parse_chat_request
@@ -169,6 +171,34 @@ def test_responses_parser_accepts_or_raises_invalid_request(body):
         parse_chat_request(rreq.chat_body(({"role": "user", "content": "before"},)))
     except InvalidRequestError as e:
         assert e.status == 400 and e.message
+
+
+text_body = st.fixed_dictionaries(
+    {"model": near(["llama3.2", ""])},
+    optional={
+        "prompt": near(["Once", ["a", "b"], [1, 2], [[1], [2]], []]),
+        "input": near(["Hello", ["a", "b"], [1, 2], [[1]], [], ""]),
+        "encoding_format": near(["float", "base64"]),
+        "dimensions": near([8, 0]),
+        "max_tokens": near([16, 0]),
+        "n": near([1, 2]),
+        "stream": near([True]),
+        "suffix": near(["end"]),
+        "echo": near([True]),
+        "stop": near(["x"]),
+        "temperature": near([1]),
+    },
+)
+
+
+@FAST
+@given(body=text_body | json_values)
+def test_completion_and_embedding_parsers_accept_or_raise_invalid_request(body):
+    for parse in (parse_completion_request, parse_embedding_request):
+        try:
+            parse(body)
+        except InvalidRequestError as e:
+            assert e.status == 400 and e.message
 
 
 # --- stream decoders ----------------------------------------------------------------------

@@ -104,3 +104,21 @@ def test_metrics_only_for_allowed_addresses_or_the_admin_token(start_gateway, fa
     assert get({"Authorization": "Bearer wrong"}) == 403
     assert get({"Authorization": "Bearer metrics-admin-token"}) == 200
     assert requests.get(gw.url + "/metrics").status_code == 200  # from 127.0.0.1
+
+
+def test_rate_limit_and_cache_metrics(start_gateway, fake_ollama, ollama):
+    gw = start_gateway(
+        {
+            "OLLAMA_BASE_URL": fake_ollama.url,
+            "RELAY_API_KEYS": API_KEY,
+            "RELAY_REQUESTS_PER_MINUTE": "3",
+        }
+    )
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "same"}]}
+    statuses = [requests.post(gw.url + CHAT, json=body, headers=auth).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    samples = scrape(gw.url)
+    assert total(samples, "relay_rate_limited_total", kind="requests") == 2
+    assert total(samples, "relay_cache_total", result="miss") == 1
+    assert total(samples, "relay_cache_total", result="hit") == 2

@@ -55,7 +55,7 @@ def test_dev_mode_serves_and_reloads_on_change(fake_ollama, tmp_path):
         def up() -> bool:
             try:
                 return requests.get(url, timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening, or restarting: the app loads
                 return False
 
         wait_until(up, timeout=30)

@@ -65,6 +65,7 @@ models = ["gone-*"]
 """
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "CHATUP_KEY": UPSTREAM_KEY}
+    env["RELAY_CACHE_TTL"] = "0"  # the tests script different replies to the same request
     return start_gateway(env)
 
 
@@ -390,3 +391,15 @@ def test_the_upstream_key_never_reaches_the_logs(sdk, compat_gateway, chat_up):
     sdk.chat.completions.create(model="gpt-test", messages=USER)
     assert chat_up.last("/v1/chat/completions").headers["Authorization"].endswith(UPSTREAM_KEY)
     assert UPSTREAM_KEY not in compat_gateway.logs()
+
+
+def test_embeddings_through_a_compat_upstream_default_base64_and_float(compat_gateway, chat_up):
+    with openai.OpenAI(base_url=compat_gateway.url + "/v1", api_key=API_KEY, max_retries=0) as c:
+        default = c.embeddings.create(model="gpt-embed", input=["ab", "abcd"], dimensions=3)
+        floats = c.embeddings.create(model="gpt-embed", input="ab", encoding_format="float")
+    assert [round(x, 4) for x in default.data[1].embedding] == [0.4, 0.5, -0.25]
+    assert default.data[0].index == 0 and default.usage.prompt_tokens == 6
+    assert floats.data[0].embedding == [0.2, 0.5, -0.25]
+    sent = chat_up.last("/v1/embeddings")
+    assert sent.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent.body["encoding_format"] == "float" and sent.body["input"] == ["ab"]

@@ -26,6 +26,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_curl_examples_work(gateway, ollama):
+    ollama.script("nomic-embed-text")  # the embedding model the examples use
     # Blocks that need more than $RELAY and $KEY (a Dify app, a conversation id) are covered
     # by the Dify tests instead.
     blocks = [
@@ -45,6 +46,7 @@ def test_curl_examples_work(gateway, ollama):
 
 
 def test_python_examples_work(gateway, ollama):
+    ollama.script("nomic-embed-text")
     for block in code_blocks("python"):
         if "OpenAI(" not in block:
             continue

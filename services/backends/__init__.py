@@ -8,6 +8,7 @@ from services.backends.dify import DifyBackend
 from services.backends.ollama import OllamaBackend
 from services.backends.openai_compat import OpenAICompatBackend
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 
 BACKEND_TYPES: dict[str, type[Backend]] = {
     "ollama": OllamaBackend,
@@ -16,6 +17,6 @@ BACKEND_TYPES: dict[str, type[Backend]] = {
 }
 
 
-def build_backends(settings: Settings, images: ImageLoader) -> list[Backend]:
+def build_backends(settings: Settings, images: ImageLoader, stores: StoreFactory) -> list[Backend]:
     """Create one adapter per configured backend, in configuration order."""
-    return [BACKEND_TYPES[b.type](b, settings, images) for b in settings.backends]
+    return [BACKEND_TYPES[b.type](b, settings, images, stores) for b in settings.backends]

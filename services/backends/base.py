@@ -21,6 +21,7 @@ from services.errors import (
     UpstreamUnavailableError,
 )
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.types import (
     CallContext,
     ChatDelta,
@@ -31,6 +32,7 @@ from services.types import (
     GeneratedImage,
     ImageRequest,
     ModelInfo,
+    TextRequest,
     ToolCall,
     Usage,
     new_id,
@@ -43,7 +45,9 @@ class Backend:
     type: ClassVar[str] = "base"
     label: ClassVar[str] = "Backend"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
         self.name = settings.name
         self.url = settings.url
         self.model_patterns = settings.models
@@ -75,11 +79,25 @@ class Backend:
 
     def chat(self, req: ChatRequest, ctx: CallContext) -> ChatResult:
         """Run a whole turn; by default by collecting the stream."""
+        return self._collect(self.stream_chat(req, ctx))
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        """Continue a prompt (legacy completions); backends that cannot say so with a 400."""
+        raise UnsupportedError(
+            f"{self.title} does not offer text completions; use /v1/chat/completions.",
+            param="model",
+        )
+
+    def complete_text(self, req: TextRequest, ctx: CallContext) -> ChatResult:
+        """Continue a prompt whole; by default by collecting the stream."""
+        return self._collect(self.stream_text(req, ctx))
+
+    def _collect(self, deltas: Iterator[ChatDelta]) -> ChatResult:
         content: list[str] = []
         reasoning: list[str] = []
         refusal: list[str] = []
         calls: list[ToolCall] = []
-        for d in self.stream_chat(req, ctx):
+        for d in deltas:
             if d.replace:
                 content.clear()
             content.append(d.content)

@@ -23,12 +23,7 @@ from loguru import logger
 
 from config import BackendSettings, DifyAppSettings, Settings
 from services.backends.base import Backend
-from services.backends.dify_conversations import (
-    ConversationStore,
-    MemoryConversationStore,
-    history_key,
-    transcript,
-)
+from services.backends.dify_conversations import history_key, transcript
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
 from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
@@ -42,6 +37,7 @@ from services.errors import (
     UpstreamError,
 )
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.sse import iter_sse_json
 from services.types import (
     REPLACE_SEPARATOR,
@@ -52,6 +48,7 @@ from services.types import (
     ImageRequest,
     Message,
     ModelInfo,
+    TextRequest,
 )
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp")
@@ -83,12 +80,15 @@ class DifyBackend(Backend):
     type = "dify"
     label = "Dify"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
-        super().__init__(settings, shared, images)
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
+        super().__init__(settings, shared, images, stores)
         parts = urlsplit(self.url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.apps = {app.name: app for app in settings.apps}
-        self.store: ConversationStore = MemoryConversationStore(shared.conversation_ttl)
+        # history digest -> Dify conversation id, shared by workers when Redis is configured
+        self.store = stores.make(f"dify:{self.name}:conversations", shared.conversation_ttl)
         self.created = int(time.time())
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()
@@ -102,6 +102,24 @@ class DifyBackend(Backend):
         if not self.apps:  # caller keys only: any answer from Dify shows it is up
             with contextlib.suppress(_AppKeyRefusedError):
                 self._send("GET", "/info", timeout=(self.timeout[0], 5.0))
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        """Run a text-generator (completion) app on a legacy completions prompt.
+
+        The prompt becomes the app's query; sampling fields, suffix and stop are the app's own
+        business (its model settings), so they are not sent.
+        """
+        app, caller_key = self._app_for(req.model, ctx)
+        mode = app.mode or self._mode(app, caller_key)
+        if mode != "completion":
+            raise UnsupportedError(
+                f"{self._app_title(app)} is a {mode} app; /v1/completions serves Dify "
+                "text-generator apps only, use /v1/chat/completions.",
+                param="model",
+            )
+        prompt = Message(role="user", content=req.prompt)
+        chat = ChatRequest(model=req.model, messages=(prompt,), user=req.user, extra=req.extra)
+        yield from self.stream_chat(chat, ctx)
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         call = self._plan(req, ctx)

@@ -9,37 +9,9 @@ or branched histories simply miss and start a new conversation (reference/dify-a
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
-from typing import Protocol
-
-from cachetools import TTLCache
 
 from services.types import Message
-
-
-class ConversationStore(Protocol):
-    """Where history digests map to conversation ids; Redis can implement it for many workers."""
-
-    def get(self, key: str) -> str | None: ...
-
-    def put(self, key: str, conversation_id: str) -> None: ...
-
-
-class MemoryConversationStore:
-    """In-process store with a TTL; each gunicorn worker has its own."""
-
-    def __init__(self, ttl: float, maxsize: int = 100_000) -> None:
-        self._cache: TTLCache[str, str] = TTLCache(maxsize=maxsize, ttl=ttl)
-        self._lock = threading.Lock()  # cachetools caches are not thread-safe
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            return self._cache.get(key)
-
-    def put(self, key: str, conversation_id: str) -> None:
-        with self._lock:
-            self._cache[key] = conversation_id
 
 
 def history_key(scope: str, messages: Sequence[Message]) -> str:

@@ -16,6 +16,14 @@ import requests
 from loguru import logger
 
 from services.backends.base import Backend, new_tool_call
+from services.backends.ollama_text import (
+    embed_payload,
+    embedding_result,
+    generate_delta,
+    generate_payload,
+    sampling_options,
+    usage_of,
+)
 from services.errors import (
     GatewayError,
     InvalidRequestError,
@@ -30,8 +38,11 @@ from services.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     Message,
     ModelInfo,
+    TextRequest,
     ToolCall,
     Usage,
 )
@@ -88,7 +99,7 @@ class OllamaBackend(Backend):
             reasoning=message.get("thinking") or "",
             tool_calls=calls,
             finish_reason=_finish_reason(body.get("done_reason"), bool(calls)),
-            usage=_usage(body),
+            usage=usage_of(body),
         )
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
@@ -120,7 +131,7 @@ class OllamaBackend(Backend):
                     )
                     yield ChatDelta(
                         finish_reason=_finish_reason(chunk.get("done_reason"), calls_seen > 0),
-                        usage=_usage(chunk),
+                        usage=usage_of(chunk),
                     )
                     return
             # A stream that closes without done:true was cut (crash, OOM, unload), §6 #21.
@@ -129,6 +140,45 @@ class OllamaBackend(Backend):
             raise UpstreamError(f"{self.title} sent a malformed stream line.") from None
         finally:
             resp.close()  # on client disconnect too: Ollama stops generating
+
+    # --- legacy completions and embeddings (translation in ollama_text) ----------------------
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        payload = generate_payload(req, stream=True)
+        logger.debug(
+            "{} <- POST /api/generate model={} raw={}", self.title, req.model, payload["raw"]
+        )
+        resp = self._send("POST", "/api/generate", json=payload, stream=True)
+        try:
+            for chunk in iter_ndjson(self._iter_body(resp)):
+                delta = generate_delta(chunk, self.title)
+                if delta is not None:
+                    yield delta
+                    if delta.finish_reason is not None:
+                        return
+            raise UpstreamError(f"{self.title} ended the stream before it was complete.")
+        except ValueError:
+            raise UpstreamError(f"{self.title} sent a malformed stream line.") from None
+        finally:
+            resp.close()  # on client disconnect too: Ollama stops generating
+
+    def complete_text(self, req: TextRequest, ctx: CallContext) -> ChatResult:
+        with self._send("POST", "/api/generate", json=generate_payload(req, stream=False)) as r:
+            body = self._json(r)
+        try:
+            delta = generate_delta(body, self.title)
+        except ValueError:
+            delta = None
+        if delta is None or delta.finish_reason is None:
+            raise UpstreamError(f"{self.title} sent a reply without 'done'.")
+        return ChatResult(
+            delta.content, delta.reasoning, (), delta.finish_reason, delta.usage or Usage()
+        )
+
+    def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        with self._send("POST", "/api/embed", json=embed_payload(req)) as resp:
+            body = self._json(resp)
+        return embedding_result(body, len(req.inputs), self.title)
 
     # --- translation ----------------------------------------------------------------------
 
@@ -158,23 +208,7 @@ class OllamaBackend(Backend):
             raise
 
     def _to_ollama(self, req: ChatRequest, stream: bool) -> dict[str, Any]:
-        # temperature and top_p are sent only when given, so the Modelfile's defaults apply
-        # otherwise (Ollama's own layer forces 1.0, reference §6 #2).
-        options: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("temperature", req.temperature),
-                ("top_p", req.top_p),
-                ("num_predict", req.max_tokens),
-                ("seed", req.seed),
-                ("presence_penalty", req.presence_penalty),
-                ("frequency_penalty", req.frequency_penalty),
-                ("stop", list(req.stop) or None),
-            )
-            if v is not None
-        }
-        if isinstance(req.extra.get("options"), dict):  # Ollama-specific, e.g. num_ctx
-            options.update(req.extra["options"])
+        options = sampling_options(req)
         payload: dict[str, Any] = {
             "model": req.model,
             "messages": self._messages(req.messages),
@@ -295,14 +329,6 @@ def _finish_reason(done_reason: Any, saw_tool_calls: bool) -> str:
     if done_reason == "length":
         return "length"
     return "tool_calls" if saw_tool_calls else "stop"
-
-
-def _usage(body: Mapping[str, Any]) -> Usage:
-    # Zero counts are omitted from Ollama's JSON (omitempty), so a missing one means 0.
-    return Usage(
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
-        completion_tokens=int(body.get("eval_count") or 0),
-    )
 
 
 def _unix(stamp: Any) -> int:

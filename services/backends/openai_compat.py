@@ -18,6 +18,7 @@ from services.backends.base import Backend
 from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
 from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
 from services.images import ImageLoader
+from services.kv_store import StoreFactory
 from services.ndjson import loads
 from services.responses_convert import (
     ResponsesStreamReader,
@@ -30,6 +31,8 @@ from services.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     GeneratedImage,
     ImageRequest,
     ModelInfo,
@@ -57,8 +60,10 @@ class OpenAICompatBackend(Backend):
     type = "openai"
     label = "OpenAI-compatible"
 
-    def __init__(self, settings: BackendSettings, shared: Settings, images: ImageLoader) -> None:
-        super().__init__(settings, shared, images)
+    def __init__(
+        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
+    ) -> None:
+        super().__init__(settings, shared, images, stores)
         self.api = settings.api
         self._headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.created = int(time.time())
@@ -148,6 +153,24 @@ class OpenAICompatBackend(Backend):
                 )
             )
         return images
+
+    def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        body: dict[str, Any] = {
+            **req.extra,
+            "model": req.model,
+            "input": list(req.inputs),
+            "encoding_format": "float",
+        }
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        reply = self._post("/embeddings", body)
+        try:
+            rows = sorted(reply["data"], key=lambda row: row["index"])
+            vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
+            tokens = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamError(f"{self.title} sent embeddings Relay cannot read.") from None
+        return EmbeddingResult(vectors, tokens)
 
     # --- HTTP -----------------------------------------------------------------------------
 

@@ -6,9 +6,12 @@ recorded, and so is every stream whose client went away before it finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 import string
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +56,7 @@ class Script:
     pace: float = 0.0  # seconds between stream chunks
     headers_delay: float = 0.0  # seconds before answering at all
     thinking_capable: bool = True  # False: `think` gets Ollama's 400
+    gate: threading.Event | None = None  # hold every answer until the test sets it
 
 
 @dataclass
@@ -65,7 +69,8 @@ class Recorded:
 
 
 class FakeOllama:
-    def __init__(self, port: int = 0, record: bool = True) -> None:
+    def __init__(self, port: int = 0, record: bool = True, serve: bool = True) -> None:
+        """Start serving on 127.0.0.1:port; serve=False builds only the WSGI app (benchmarks)."""
         self.record = record
         self.models = ["llama3.2:latest", "qwen3:8b"]
         self.scripts: dict[str, Script] = {}
@@ -73,8 +78,8 @@ class FakeOllama:
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
         self._lock = threading.Lock()
-        self._server = ServerThread(self.wsgi, port=port)
-        self.url = self._server.url
+        self._server = ServerThread(self.wsgi, port=port) if serve else None
+        self.url = self._server.url if self._server else ""
 
     # --- test controls --------------------------------------------------------------------
 
@@ -98,7 +103,8 @@ class FakeOllama:
         return [r for r in self.requests if r.path == path][-1]
 
     def close(self) -> None:
-        self._server.close()
+        if self._server:
+            self._server.close()
 
     # --- the server -----------------------------------------------------------------------
 
@@ -131,6 +137,10 @@ class FakeOllama:
             return self.json({"models": [self.tag(name) for name in self.models]})
         if path == "/api/chat" and request.method == "POST":
             return self.chat(body)
+        if path == "/api/generate" and request.method == "POST":
+            return self.generate(body)
+        if path == "/api/embed" and request.method == "POST":
+            return self.embed(body)
         return Response("404 page not found", status=404, content_type="text/plain")
 
     @staticmethod
@@ -170,6 +180,8 @@ class FakeOllama:
         script = self.lookup(model)
         if script is None:
             return self.json({"error": f"model '{model}' not found"}, 404)
+        if script.gate is not None:
+            script.gate.wait(30)
         if script.headers_delay:
             time.sleep(script.headers_delay)
         if script.status is not None:
@@ -252,15 +264,110 @@ class FakeOllama:
                 return
             finished = True
             yield go_json(self.final(model, script, {"role": "assistant", "content": ""})) + b"\n"
+            if self.record:
+                self.completed.append(model)
+        finally:
+            if not finished and self.record:
+                with self._lock:
+                    self.disconnects.append((model, time.monotonic()))
+
+    # --- /api/generate and /api/embed (reference §1.2, §2.1, §4.1) ----------------------
+
+    def generate(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        if body.get("raw") and any(body.get(k) for k in ("template", "system", "context")):
+            return self.json(
+                {"error": "raw mode does not support template, system, or context"}, 400
+            )
+        if script.status is not None:
+            return self.json({"error": script.error}, script.status)
+        if not body.get("prompt") and not body.get("suffix"):  # loads the model only
+            return self.json(
+                {
+                    "model": model,
+                    "created_at": created_at(),
+                    "response": "",
+                    "done": True,
+                    "done_reason": "load",
+                }
+            )
+        # Field order of Go's GenerateResponse; `context` only outside raw mode (§2.1).
+        final: dict[str, Any] = {"model": model, "created_at": "", "response": ""}
+        final.update(done=True, done_reason=script.done_reason)
+        if not body.get("raw"):
+            final["context"] = [128006, 882, 128007, 271, 13347]
+        metrics = self.final(model, script, {})
+        final.update({k: v for k, v in metrics.items() if k.endswith(("_count", "_duration"))})
+        if not body.get("stream", True):
+            head = {"model": model, "created_at": created_at(), "response": "".join(script.content)}
+            if script.thinking:
+                head["thinking"] = "".join(script.thinking)
+            return self.json({**head, **{k: v for k, v in final.items() if k not in head}})
+        return Response(
+            self.generate_stream(model, script, final), content_type="application/x-ndjson"
+        )
+
+    def generate_stream(self, model: str, script: Script, final: dict[str, Any]) -> Any:
+        def line(**fields: Any) -> bytes:
+            chunk = {"model": model, "created_at": created_at(), **fields, "done": False}
+            return go_json(chunk) + b"\n"
+
+        finished = False
+        try:
+            for token in script.thinking:
+                yield line(response="", thinking=token)
+                time.sleep(script.pace)
+            for token in script.content:
+                yield line(response=token)
+                time.sleep(script.pace)
+            finished = True
+            if script.midstream_error is not None:
+                yield go_json({"error": script.midstream_error}) + b"\n"
+                return
+            if script.truncate:
+                return
+            yield go_json({**final, "created_at": created_at()}) + b"\n"
             self.completed.append(model)
         finally:
             if not finished:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
 
+    def embed(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        if not all(isinstance(t, str) for t in texts):
+            return self.json({"error": "invalid input type"}, 400)
+        if not any(texts):  # loads the model only
+            return self.json({"model": model, "embeddings": []})
+        dims = body.get("dimensions") or EMBED_DIMENSIONS
+        out: dict[str, Any] = {
+            "model": model,
+            "embeddings": [fake_embedding(t, dims) for t in texts],
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": sum(len(t.split()) for t in texts),
+        }
+        return self.json(out)
 
-if __name__ == "__main__":  # standalone, for benchmarks: python -m tests.fakes.ollama PORT
-    import sys
 
-    FakeOllama(port=int(sys.argv[1]), record=False)
-    threading.Event().wait()
+EMBED_DIMENSIONS = 16
+
+
+def fake_embedding(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector derived from the text's hash, rounded to float32 as Ollama's."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [seed[i % len(seed)] - 127.5 for i in range(max(dimensions, 1))][:dimensions]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", x / norm))[0] for x in raw]

@@ -18,9 +18,9 @@ from tests.fakes.ollama import FakeOllama, Script
 
 @dataclass
 class SilentScript(Script):
-    """A reply that stays silent until `gate` is set (at the latest when the test ends)."""
+    """A reply that stays silent until `speak` is set (at the latest when the test ends)."""
 
-    gate: threading.Event = field(default_factory=threading.Event)
+    speak: threading.Event = field(default_factory=threading.Event)
     before_headers: bool = False  # silent before sending even the response headers
 
 
@@ -58,7 +58,7 @@ class AnyModelOllama(FakeOllama):
     def reset(self) -> None:
         for script in list(self.scripts.values()):
             if isinstance(script, SilentScript):
-                script.gate.set()
+                script.speak.set()
         super().reset()
 
     def lookup(self, model: str) -> Script | None:
@@ -66,7 +66,7 @@ class AnyModelOllama(FakeOllama):
 
     def whole(self, model: str, script: Script) -> dict[str, Any]:
         if isinstance(script, SilentScript):
-            script.gate.wait(60)
+            script.speak.wait(60)
         return super().whole(model, script)
 
     def stream(self, model: str, script: Script) -> Any:
@@ -75,7 +75,7 @@ class AnyModelOllama(FakeOllama):
             if isinstance(script, SilentScript):
                 if not script.before_headers:
                     yield b""  # werkzeug sends the headers on the first write
-                script.gate.wait(60)
+                script.speak.wait(60)
             yield from super().stream(model, script)
         finally:
             self._count(running=-1)

@@ -94,6 +94,8 @@ class FakeOpenAI:
             return self.json({"error": {**error, **reply.error}}, reply.status)
         if path == "/v1/images/generations":
             return self.images(body)
+        if path == "/v1/embeddings":
+            return self.embeddings(body)
         if path == "/v1/chat/completions" and self.api == "chat":
             if body.get("stream"):
                 return self.sse(self.chat_stream(body))
@@ -112,6 +114,16 @@ class FakeOpenAI:
     @staticmethod
     def sse(frames: Iterator[bytes]) -> Response:
         return Response(frames, content_type="text/event-stream")
+
+    def embeddings(self, body: dict[str, Any]) -> Response:
+        # Floats as OpenAI sends them when asked for encoding_format "float".
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [len(text) / 10, 0.5, -0.25]}
+            for i, text in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}
+        return self.json({"object": "list", "data": data, "model": body["model"], "usage": usage})
 
     def images(self, body: dict[str, Any]) -> Response:
         data = []

@@ -1,0 +1,129 @@
+"""Pure translation for Ollama's /api/generate (legacy completions) and /api/embed. No I/O.
+
+Wire shapes follow reference/ollama-api.md §1.2 (generate request), §2.1 (generate chunks use
+top-level `response`/`thinking`) and §4.1 (embed). OllamaBackend does the HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.errors import UpstreamError
+from services.types import (
+    ChatDelta,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    TextRequest,
+    Usage,
+)
+
+
+def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:
+    """Build the /api/generate body for a prompt.
+
+    The prompt goes to the model verbatim (`raw: true`), as OpenAI, vLLM and llama.cpp treat
+    /v1/completions: clients of this endpoint build their own prompt format. With a `suffix`
+    the model's template is applied, since Ollama does fill-in-the-middle through the template
+    and ignores `suffix` in raw mode. A request's `raw` field overrides either choice.
+    """
+    options = sampling_options(req)
+    extra = req.extra
+    raw = extra["raw"] if isinstance(extra.get("raw"), bool) else req.suffix is None
+    payload: dict[str, Any] = {"model": req.model, "prompt": req.prompt, "raw": raw}
+    if req.suffix is not None:
+        payload["suffix"] = req.suffix
+    if options:
+        payload["options"] = options
+    if "keep_alive" in extra:
+        payload["keep_alive"] = extra["keep_alive"]
+    payload["stream"] = stream
+    return payload
+
+
+def sampling_options(req: ChatRequest | TextRequest) -> dict[str, Any]:
+    """Map the OpenAI sampling fields to Ollama `options`, plus the caller's own `options`.
+
+    temperature and top_p are sent only when given, so the Modelfile's defaults apply
+    otherwise (Ollama's own layer forces 1.0, reference §6 #2).
+    """
+    options: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("temperature", req.temperature),
+            ("top_p", req.top_p),
+            ("num_predict", req.max_tokens),
+            ("seed", req.seed),
+            ("presence_penalty", req.presence_penalty),
+            ("frequency_penalty", req.frequency_penalty),
+            ("stop", list(req.stop) or None),
+        )
+        if v is not None
+    }
+    if isinstance(req.extra.get("options"), dict):  # Ollama-specific, e.g. num_ctx
+        options.update(req.extra["options"])
+    return options
+
+
+def generate_delta(chunk: Any, title: str) -> ChatDelta | None:
+    """Translate one /api/generate object (a stream line or the whole reply); None if empty.
+
+    A non-object raises ValueError; an in-band `error` raises UpstreamError (§3.2).
+    """
+    if not isinstance(chunk, dict):
+        raise ValueError("not an object")
+    if "error" in chunk:
+        raise UpstreamError(f"{title} failed mid-reply: {chunk['error']}")
+    text = chunk.get("response") or ""
+    thinking = chunk.get("thinking") or ""
+    if chunk.get("done"):
+        # done_reason "load" (empty prompt) and "" (closed) both just mean the text ended.
+        return ChatDelta(
+            content=text,
+            reasoning=thinking,
+            finish_reason="length" if chunk.get("done_reason") == "length" else "stop",
+            usage=usage_of(chunk),
+        )
+    if not text and not thinking:
+        return None
+    return ChatDelta(content=text, reasoning=thinking)
+
+
+def embed_payload(req: EmbeddingRequest) -> dict[str, Any]:
+    """Build the /api/embed body: always a list of strings, `dimensions` passed on."""
+    payload: dict[str, Any] = {"model": req.model, "input": list(req.inputs)}
+    if req.dimensions is not None:
+        payload["dimensions"] = req.dimensions
+    for name in ("truncate", "keep_alive", "options"):  # Ollama-specific extras
+        if name in req.extra:
+            payload[name] = req.extra[name]
+    return payload
+
+
+def embedding_result(body: Any, count: int, title: str) -> EmbeddingResult:
+    """Check and translate an /api/embed reply holding one vector per input."""
+    vectors = body.get("embeddings") if isinstance(body, dict) else None
+    if (
+        not isinstance(vectors, list)
+        or len(vectors) != count
+        or not all(isinstance(v, list) and v and all(_is_number(x) for x in v) for v in vectors)
+    ):
+        raise UpstreamError(f"{title} sent no usable embeddings ({count} expected).")
+    return EmbeddingResult(
+        vectors=tuple(tuple(float(x) for x in v) for v in vectors),
+        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def usage_of(body: Mapping[str, Any]) -> Usage:
+    """Read the token counts of a final object."""
+    # Zero counts are omitted from Ollama's JSON (omitempty), so a missing one means 0.
+    return Usage(
+        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+        completion_tokens=int(body.get("eval_count") or 0),
+    )

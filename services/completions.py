@@ -1,0 +1,85 @@
+"""Legacy completions use cases: route the prompts to a backend, run them whole or streamed.
+
+Several prompts run one after the other on the same backend; a stream carries each delta with
+the index of its prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Generator
+
+from services.backends.base import Backend
+from services.cached_chat import cacheable, result_from_dict
+from services.completions_format import CompletionRequest
+from services.gateway import Gateway
+from services.keys import ApiKey, require_model
+from services.reply_cache import CachePolicy, Codec, cache_key
+from services.types import CallContext, ChatDelta, ChatResult
+
+
+def _encode(results: list[ChatResult]) -> bytes:
+    return json.dumps([dataclasses.asdict(r) for r in results], ensure_ascii=False).encode()
+
+
+def _decode(raw: bytes) -> list[ChatResult]:
+    return [result_from_dict(r) for r in json.loads(raw)]
+
+
+# Replies cut off by the token limit are not stored, as for chat.
+COMPLETIONS_CODEC = Codec(_encode, _decode, lambda rs: all(r.finish_reason != "length" for r in rs))
+
+
+def complete(
+    gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
+) -> tuple[Backend, list[ChatResult], str]:
+    """Continue every prompt whole, or answer from the cache; also says HIT, MISS or BYPASS."""
+    require_model(key, req.model)
+    backend = gw.router.resolve(req.model, ctx)
+    payload = [{k: v for k, v in dataclasses.asdict(p).items() if k != "user"} for p in req.prompts]
+    results, status = gw.cache.run(
+        cache_key("completions", policy.tenant, backend.name, {"prompts": payload}),
+        cacheable(backend, ctx, policy),
+        lambda: [backend.complete_text(p, ctx) for p in req.prompts],
+        COMPLETIONS_CODEC,
+    )
+    return backend, results, status
+
+
+def stream(
+    gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey
+) -> tuple[Backend, Generator[tuple[int, ChatDelta], None, None]]:
+    """Start streaming the prompts; the first delta is pulled now so errors come before headers."""
+    require_model(key, req.model)
+    backend = gw.router.resolve(req.model, ctx)
+    first = backend.stream_text(req.prompts[0], ctx)
+    try:
+        head = next(first, None)
+    except BaseException:
+        first.close()
+        raise
+    return backend, _run(backend, req, ctx, head, first)
+
+
+def _run(
+    backend: Backend,
+    req: CompletionRequest,
+    ctx: CallContext,
+    head: ChatDelta | None,
+    current: Generator[ChatDelta, None, None],
+) -> Generator[tuple[int, ChatDelta], None, None]:
+    # A plain generator with finally, so close() reaches the upstream at once when the client
+    # goes away (DESIGN §8.6).
+    try:
+        if head is not None:
+            yield 0, head
+        for delta in current:
+            yield 0, delta
+        for index in range(1, len(req.prompts)):
+            current.close()
+            current = backend.stream_text(req.prompts[index], ctx)
+            for delta in current:
+                yield index, delta
+    finally:
+        current.close()
