@@ -1,15 +1,6 @@
-"""Wrap a generator of encoded SSE frames in a streaming response, with keep-alive comments.
+"""Wrap encoded SSE frames in a streaming response; keep streams alive while upstreams are silent.
 
-Keep-alive: while the upstream is silent (a thinking model, a Dify workflow), a comment line
-`: keep-alive` goes out every RELAY_KEEPALIVE_SECONDS, so proxies don't cut the stream and a
-vanished client is noticed at the next write. The frames are produced by a `_Pump` in a thread
-of their own, and the WSGI greenlet waits on a queue with a timeout. Only standard-library
-`threading`/`queue` are used: gunicorn's gevent worker patches them, so that thread is a
-greenlet and the waits are cooperative (only wsgi.py may import gevent, DESIGN §8.5). A
-blocking read cannot be interrupted from outside, so when the client goes away the pump shuts
-the upstream sockets down (services/backends/cutoff.py) and the producer unwinds at once.
-The pump starts the stream itself, so silence before the first token is covered too: an error
-within the first interval is still a real HTTP status, a later one an in-band error frame.
+Keep-alive writes `: keep-alive` every RELAY_KEEPALIVE_SECONDS of silence (see `_Pump`).
 """
 
 from __future__ import annotations
@@ -116,7 +107,17 @@ def _relay(
 
 
 class _Pump:
-    """Run a stream's frames in a thread (a greenlet under gevent), handing them over a queue."""
+    """Run a stream's frames in a thread (a greenlet under gevent), handing them over a queue.
+
+    Why a thread: the WSGI greenlet must wake up when the upstream has been silent for an
+    interval, also before the first token (the pump primes the stream itself), and only
+    standard-library `threading`/`queue` may be used here (only wsgi.py imports gevent, DESIGN
+    §8.5); gunicorn's gevent worker patches them, so this is a greenlet and the waits are
+    cooperative. A generator that is executing cannot be closed from outside, so when the
+    client has gone the pump shuts the upstream sockets down (services/backends/cutoff.py):
+    the blocked read returns and the producer unwinds at once. A reply whose headers have not
+    arrived yet cannot be cut; it ends when they come, or at the read timeout.
+    """
 
     def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
         self.queue: queue.Queue[object] = queue.Queue(maxsize=8)  # backpressure on the upstream
