@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.ollama import FakeOllama, Script
+from tests.fakes.ollama import EMBED_DIMENSIONS, FakeOllama, Script
 
 
 @dataclass
@@ -63,6 +63,13 @@ class AnyModelOllama(FakeOllama):
 
     def lookup(self, model: str) -> Script | None:
         return self.scripts.get(model) or self.scripts.get("*") or Script()
+
+    def embed(self, body: Any) -> Any:
+        # A model has only so many dimensions: fuzzed requests ask for billions, which the
+        # plain fake would try to build in memory (it was OOM-killed at 24 GB).
+        if isinstance(body, dict) and isinstance(body.get("dimensions"), int):
+            body = {**body, "dimensions": max(1, min(body["dimensions"], EMBED_DIMENSIONS))}
+        return super().embed(body)
 
     def whole(self, model: str, script: Script) -> dict[str, Any]:
         if isinstance(script, SilentScript):
