@@ -30,6 +30,7 @@ from services.backends.dify_conversations import (
     transcript,
 )
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
+from services.backends.dify_files import file_keeper
 from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
     AuthenticationError,
@@ -41,6 +42,7 @@ from services.errors import (
     UnsupportedError,
     UpstreamError,
 )
+from services.file_store import build_lasting_files
 from services.images import ImageLoader
 from services.sse import iter_sse_json
 from services.types import (
@@ -92,6 +94,7 @@ class DifyBackend(Backend):
         self.created = int(time.time())
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()
+        self.lasting = build_lasting_files(shared)  # None unless lasting files are on
 
     def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=name, created=self.created, owned_by=self.name) for name in self.apps]
@@ -107,7 +110,11 @@ class DifyBackend(Backend):
         call = self._plan(req, ctx)
         resp = self._start(call, req)
         stream = DifyStream(
-            call.mode, self._app_title(call.app), self.origin, call.app.answer_output
+            call.mode,
+            self._app_title(call.app),
+            self.origin,
+            call.app.answer_output,
+            keep_file=file_keeper(self.session, self.lasting, ctx, self.title, self.timeout[0]),
         )
         whole: list[str] = []  # the reply as a non-streaming client sees it
         shown: list[str] = []  # the reply as a streaming client sees it (replacements appended)
@@ -157,7 +164,8 @@ class DifyBackend(Backend):
                 raise UpstreamError(f"{self._app_title(app)} sent a malformed event.") from None
         if req.response_format == "b64_json":
             return [GeneratedImage(b64_json=self._download_b64(url)) for url in urls]
-        return [GeneratedImage(url=url) for url in urls]
+        keep = file_keeper(self.session, self.lasting, ctx, self.title, self.timeout[0])
+        return [GeneratedImage(url=keep(url, "") if keep else url) for url in urls]
 
     # --- planning the call ----------------------------------------------------------------
 
