@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from config import Settings
 from services.backends import build_backends
-from services.file_store import LastingFiles, build_lasting_files
 from services.images import ImageLoader
 from services.keys import KeyStore
 from services.metrics import Metrics
@@ -21,7 +20,6 @@ class Gateway:
     keys: KeyStore
     responses: ResponseStore
     metrics: Metrics
-    files: LastingFiles | None = None  # lasting copies of returned files, served at /files/
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -33,5 +31,4 @@ def build_gateway(settings: Settings) -> Gateway:
         keys=KeyStore(settings.api_keys),
         responses=MemoryResponseStore(settings.response_ttl),
         metrics=Metrics(settings.metrics_dir),
-        files=build_lasting_files(settings),
     )
