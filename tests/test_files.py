@@ -150,9 +150,10 @@ def test_workflow_outputs_and_generated_images_are_kept(local_gateway, dify):
 def test_files_too_large_or_of_a_disallowed_type_keep_their_upstream_url(
     local_gateway, dify, web, files_dir
 ):
-    big = web.add("big.png", PNG + b"x" * 2000, "image/png")
-    page = web.add("page.html", b"<script>alert(1)</script>", "text/html")
-    svg = web.add("logo.svg", b"<svg onload='alert(1)'/>", "image/svg+xml")
+    # Dify's signed URLs on another host (its FILES_URL), serving what a file store might hold.
+    big = web.add("files/tools/big.png", PNG + b"x" * 2000, "image/png")
+    page = web.add("files/tools/page.html", b"<script>alert(1)</script>", "text/html")
+    svg = web.add("files/tools/logo.svg", b"<svg onload='alert(1)'/>", "image/svg+xml")
     before = set(files_dir.iterdir())
     dify.apps[CHAT_KEY].files = [
         {"type": "image", "url": big + SIGNED},
@@ -167,6 +168,21 @@ def test_files_too_large_or_of_a_disallowed_type_keep_their_upstream_url(
     logs = local_gateway.logs()
     assert "larger than 1024 bytes" in logs and "type text/html is not kept" in logs
     assert "type image/svg+xml is not kept" in logs and "s3cr3t" not in logs
+
+
+def test_links_elsewhere_are_not_fetched(local_gateway, dify, web, files_dir):
+    # A remote_url file in a workflow's outputs, or anything not served by Dify, is not Dify's
+    # to expire, and Relay must not be made to fetch arbitrary addresses.
+    elsewhere = web.add("files/tools/elsewhere.png", PNG, "image/png")  # signed-looking path,
+    unsigned = web.add("photo.png", PNG, "image/png")  # but no signature; and a plain link
+    before = set(files_dir.iterdir())
+    dify.apps[CHAT_KEY].files = [
+        {"type": "image", "url": elsewhere + "?nonce=n"},
+        {"type": "image", "url": unsigned + SIGNED},
+    ]
+    content = ask(local_gateway)
+    assert f"]({elsewhere}?nonce=n)" in content and f"]({unsigned}{SIGNED})" in content
+    assert set(files_dir.iterdir()) == before
 
 
 def test_a_file_dify_no_longer_serves_keeps_its_url_and_the_reply_succeeds(local_gateway, dify):

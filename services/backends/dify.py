@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -114,7 +114,7 @@ class DifyBackend(Backend):
             self._app_title(call.app),
             self.origin,
             call.app.answer_output,
-            keep_file=file_keeper(self.session, self.lasting, ctx, self.title, self.timeout[0]),
+            keep_file=self._file_keeper(ctx),
         )
         whole: list[str] = []  # the reply as a non-streaming client sees it
         shown: list[str] = []  # the reply as a streaming client sees it (replacements appended)
@@ -164,7 +164,7 @@ class DifyBackend(Backend):
                 raise UpstreamError(f"{self._app_title(app)} sent a malformed event.") from None
         if req.response_format == "b64_json":
             return [GeneratedImage(b64_json=self._download_b64(url)) for url in urls]
-        keep = file_keeper(self.session, self.lasting, ctx, self.title, self.timeout[0])
+        keep = self._file_keeper(ctx)
         return [GeneratedImage(url=keep(url, "") if keep else url) for url in urls]
 
     # --- planning the call ----------------------------------------------------------------
@@ -380,6 +380,11 @@ class DifyBackend(Backend):
                 code="rate_limit_exceeded",
             )
         return UpstreamError(f"{self.title} failed (HTTP {status}): {detail}")
+
+    def _file_keeper(self, ctx: CallContext) -> Callable[[str, str], str] | None:
+        return file_keeper(
+            self.session, self.lasting, ctx, self.title, self.timeout[0], self.origin
+        )
 
     def _app_title(self, app: DifyAppSettings) -> str:
         return f"Dify app '{app.name}' of backend '{self.name}'"

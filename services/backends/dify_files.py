@@ -7,8 +7,10 @@ cannot be kept keeps Dify's URL and a warning is logged: the reply never fails b
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from loguru import logger
@@ -17,6 +19,8 @@ from services.file_store import FileRefusedError, LastingFiles
 from services.types import CallContext
 
 FETCH_SECONDS = 30.0  # a whole download; each read waits at most 10 s
+# Dify's signed file URLs (reference/dify-api.md §7.2), also when FILES_URL names another host.
+SIGNED_PATH = re.compile(r"/files/(tools/)?[A-Za-z0-9._-]+(/(file|image)-preview)?")
 
 
 def file_keeper(
@@ -25,6 +29,7 @@ def file_keeper(
     ctx: CallContext,
     title: str,
     connect_timeout: float,
+    origin: str,
 ) -> Callable[[str, str], str] | None:
     """Return a function mapping a file's absolute URL (and declared type) to a lasting URL."""
     if lasting is None:
@@ -32,6 +37,8 @@ def file_keeper(
     files = lasting
 
     def keep(url: str, declared: str) -> str:
+        if not _from_dify(url, origin):
+            return url  # a link elsewhere (a remote_url file) is not Dify's to expire
         try:
             data, served = _download(session, url, files.max_bytes, connect_timeout)
             kept = files.keep(data, files.media_type(served, declared, url), ctx.public_url)
@@ -66,6 +73,18 @@ def _download(
             return bytes(data), resp.headers.get("Content-Type", "")
     except (requests.RequestException, ValueError) as e:
         raise FileRefusedError(f"download failed: {type(e).__name__}") from None
+
+
+def _from_dify(url: str, origin: str) -> bool:
+    """Tell whether Dify serves this file: its own origin, or its signed /files/ URLs.
+
+    Relay fetches nothing else, so a workflow cannot make it download from arbitrary addresses.
+    """
+    parts = urlsplit(url)
+    if f"{parts.scheme}://{parts.netloc}" == origin:
+        return True
+    query = parse_qs(parts.query)
+    return bool(SIGNED_PATH.fullmatch(parts.path)) and {"sign", "timestamp"} <= set(query)
 
 
 def _shown(url: str) -> str:
