@@ -72,6 +72,21 @@ class BackendSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FileSettings:
+    """Lasting copies of the files backends return (README "Files that last"); off when None."""
+
+    directory: str | None = None  # local store: RELAY_FILES_DIR
+    max_bytes: int = 20 * 1024 * 1024
+    s3_bucket: str | None = None  # S3-compatible store instead of the directory
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_prefix: str = ""
+    s3_public_url: str | None = None  # objects are public there; else Relay serves them
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
@@ -96,6 +111,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
     config_file: str | None = None
+    public_url: str | None = None  # the base URL clients reach Relay at (lasting file links)
+    files: FileSettings | None = None  # lasting files; None when off
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Keys, limits, reply cache and Redis (issue 4): their settings live in config_access.py.
     access: AccessSettings = field(default_factory=lambda: _access_module().AccessSettings())
@@ -135,6 +152,22 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_CONVERSATION_TTL": (
         "seconds Relay remembers which Dify conversation a chat is",
         "86400",
+    ),
+    "RELAY_PUBLIC_URL": ("base URL clients reach Relay at, for file links", "request's host"),
+    "RELAY_FILES_DIR": ("keep returned files in this directory, served at /files/", "unset"),
+    "RELAY_FILES_MAX_BYTES": (
+        "largest returned file kept (larger ones keep their URL)",
+        "20971520",
+    ),
+    "RELAY_S3_BUCKET": ("keep returned files in this S3-compatible bucket instead", "unset"),
+    "RELAY_S3_ENDPOINT_URL": ("S3-compatible endpoint (MinIO, R2, ...); AWS when unset", "unset"),
+    "RELAY_S3_REGION": ("the bucket's region", "unset"),
+    "RELAY_S3_ACCESS_KEY_ID": ("S3 access key; boto3's usual sources when unset", "unset"),
+    "RELAY_S3_SECRET_ACCESS_KEY": ("S3 secret key, with RELAY_S3_ACCESS_KEY_ID", "unset"),
+    "RELAY_S3_PREFIX": ("key prefix for stored files, e.g. relay/", "unset"),
+    "RELAY_S3_PUBLIC_URL": (
+        "public URL of the bucket's objects; Relay serves them when unset",
+        "unset",
     ),
     "RELAY_TRUSTED_PROXIES": (
         "addresses/networks whose X-Forwarded-For is believed",
@@ -242,6 +275,8 @@ def _build(env: Mapping[str, str]) -> Settings:
         metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         config_file=file_path,
+        public_url=_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
+        files=_file_settings(env),
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
         access=_access_module().access_settings(env, doc),
         redis=_access_module().redis_settings(env, doc),
@@ -418,6 +453,33 @@ def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]
     return {"api_key": key, "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS)}
 
 
+def _file_settings(env: Mapping[str, str]) -> FileSettings | None:
+    """Lasting files: a local directory or an S3-compatible bucket, or None (off)."""
+    directory = (env.get("RELAY_FILES_DIR") or "").strip() or None
+    bucket = (env.get("RELAY_S3_BUCKET") or "").strip() or None
+    if directory and bucket:
+        raise ConfigError("set RELAY_FILES_DIR or RELAY_S3_BUCKET, not both")
+    if not directory and not bucket:
+        return None
+    key_id = (env.get("RELAY_S3_ACCESS_KEY_ID") or "").strip() or None
+    secret = (env.get("RELAY_S3_SECRET_ACCESS_KEY") or "").strip() or None
+    if bool(key_id) != bool(secret):
+        raise ConfigError("RELAY_S3_ACCESS_KEY_ID and RELAY_S3_SECRET_ACCESS_KEY go together")
+    return FileSettings(
+        directory=directory,
+        max_bytes=_int(
+            "RELAY_FILES_MAX_BYTES", env.get("RELAY_FILES_MAX_BYTES") or 20 * 1024 * 1024, lo=1
+        ),
+        s3_bucket=bucket,
+        s3_endpoint_url=_optional_url("RELAY_S3_ENDPOINT_URL", env.get("RELAY_S3_ENDPOINT_URL")),
+        s3_region=(env.get("RELAY_S3_REGION") or "").strip() or None,
+        s3_access_key_id=key_id,
+        s3_secret_access_key=secret,
+        s3_prefix=(env.get("RELAY_S3_PREFIX") or "").strip().lstrip("/"),
+        s3_public_url=_optional_url("RELAY_S3_PUBLIC_URL", env.get("RELAY_S3_PUBLIC_URL")),
+    )
+
+
 # --- value parsers: each names the setting in its error -----------------------------------
 
 
@@ -540,6 +602,10 @@ def _dify_url(name: str, value: Any) -> str:
     """Accept Dify's API URL with or without the /v1 suffix; return it with."""
     url = _url(name, value)
     return url if url.endswith("/v1") else url + "/v1"
+
+
+def _optional_url(name: str, value: Any) -> str | None:
+    return _url(name, value) if value and str(value).strip() else None
 
 
 def _url(name: str, value: Any) -> str:

@@ -14,7 +14,7 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, home, images, metrics, models, responses
+    from blueprints import auth, chat, files, health, home, images, metrics, models, responses
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
@@ -32,16 +32,20 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(home.bp)
+    app.register_blueprint(files.bp)
 
 
 def call_context() -> CallContext:
     """Collect who is calling and the backend-specific headers they sent."""
     from flask import g, request
 
+    from blueprints.files import public_base_url
+
     return CallContext(
         key_name=g.api_key.name,
         upstream_key=request.headers.get("X-Dify-Api-Key") or None,
         conversation_id=request.headers.get("X-Dify-Conversation-Id") or None,
+        public_url=public_base_url(),
     )
 
 
