@@ -69,6 +69,9 @@ class BackendSettings:
     allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
     api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
     api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
+    # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
+    passthrough: bool = False
+    passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +453,16 @@ def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]
         key = env.get(key_env, "").strip()
         if not key:
             raise ConfigError(f"{where}.key_env: the environment variable {key_env} is not set")
-    return {"api_key": key, "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS)}
+    return {
+        "api_key": key,
+        "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS),
+        "passthrough": _bool(f"{where}.passthrough", table.get("passthrough", False)),
+        "passthrough_auth": _choice(
+            f"{where}.passthrough_auth",
+            table.get("passthrough_auth", "gateway"),
+            ("gateway", "caller"),
+        ),
+    }
 
 
 def _file_settings(env: Mapping[str, str]) -> FileSettings | None:

@@ -23,6 +23,10 @@ def register_blueprints(app: Flask) -> None:
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     v1.register_blueprint(images.bp)
+    if app.extensions["relay"].router.passthrough_backend() is not None:
+        from blueprints import passthrough
+
+        v1.register_blueprint(passthrough.bp)
     app.register_blueprint(v1)
     # The path the Express Ollama service served; the same view, keys and limits (README).
     alias = Blueprint("api_alias", __name__, url_prefix="/api")
