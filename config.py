@@ -11,64 +11,44 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-VERSION = "0.1.0"
+# Backend and value parsing live beside this module; the names the rest of Relay uses are
+# re-exported here so that `config` stays the one place to import settings from.
+from config_backends import (
+    BackendSettings,
+    DifyAppSettings,
+    FileSettings,
+    _backends,
+    _file_settings,
+)
+from config_values import (
+    LOG_LEVELS,
+    ConfigError,
+    _bool,
+    _choice,
+    _float,
+    _int,
+    _keys,
+    _log_level,
+    _networks,
+    _optional_url,
+    _origins,
+    _read_toml,
+    _str,
+    _table,
+)
 
 if TYPE_CHECKING:
     from config_access import AccessSettings, RedisSettings
 
-LOG_LEVELS = {
-    "error": "ERROR",
-    "warn": "WARNING",
-    "warning": "WARNING",
-    "info": "INFO",
-    "debug": "DEBUG",
-}
-BACKEND_TYPES = ("ollama", "dify", "openai")
-OPENAI_APIS = ("chat", "responses")
-DIFY_MODES = ("chat", "agent-chat", "advanced-chat", "agent", "completion", "workflow")
-MEMORY_MODES = ("conversation", "history")
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names it and says what was wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class DifyAppSettings:
-    """One Dify app, exposed as the model `name`; its key never appears in repr or logs."""
-
-    name: str
-    api_key: str = field(repr=False)
-    memory: str = "conversation"
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    mode: str | None = None  # detected with GET /info when not set
-    query_input: str | None = None  # workflow/completion input that receives the user's text
-    answer_output: str | None = None  # workflow output that holds the answer
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSettings:
-    """One upstream server: its type, where it is and which model names it serves."""
-
-    name: str
-    type: str
-    url: str
-    models: tuple[str, ...] = ("*",)
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
-    apps: tuple[DifyAppSettings, ...] = ()  # Dify only
-    allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
-    api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
-    api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
+__all__ = ["LOG_LEVELS", "BackendSettings", "ConfigError", "DifyAppSettings", "FileSettings"]
+VERSION = "0.1.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +77,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
     config_file: str | None = None
+    public_url: str | None = None  # the base URL clients reach Relay at (lasting file links)
+    files: FileSettings | None = None  # lasting files; None when off
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Keys, limits, reply cache and Redis (issue 4): their settings live in config_access.py.
     access: AccessSettings = field(default_factory=lambda: _access_module().AccessSettings())
@@ -136,6 +118,22 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_CONVERSATION_TTL": (
         "seconds Relay remembers which Dify conversation a chat is",
         "86400",
+    ),
+    "RELAY_PUBLIC_URL": ("base URL clients reach Relay at, for file links", "request's host"),
+    "RELAY_FILES_DIR": ("keep returned files in this directory, served at /files/", "unset"),
+    "RELAY_FILES_MAX_BYTES": (
+        "largest returned file kept (larger ones keep their URL)",
+        "20971520",
+    ),
+    "RELAY_S3_BUCKET": ("keep returned files in this S3-compatible bucket instead", "unset"),
+    "RELAY_S3_ENDPOINT_URL": ("S3-compatible endpoint (MinIO, R2, ...); AWS when unset", "unset"),
+    "RELAY_S3_REGION": ("the bucket's region", "unset"),
+    "RELAY_S3_ACCESS_KEY_ID": ("S3 access key; boto3's usual sources when unset", "unset"),
+    "RELAY_S3_SECRET_ACCESS_KEY": ("S3 secret key, with RELAY_S3_ACCESS_KEY_ID", "unset"),
+    "RELAY_S3_PREFIX": ("key prefix for stored files, e.g. relay/", "unset"),
+    "RELAY_S3_PUBLIC_URL": (
+        "public URL of the bucket's objects; Relay serves them when unset",
+        "unset",
     ),
     "RELAY_TRUSTED_PROXIES": (
         "addresses/networks whose X-Forwarded-For is believed",
@@ -250,6 +248,8 @@ def _build(env: Mapping[str, str]) -> Settings:
         metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         config_file=file_path,
+        public_url=_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
+        files=_file_settings(env),
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
         access=_access_module().access_settings(env, doc),
         redis=_access_module().redis_settings(env, doc),
@@ -280,288 +280,6 @@ def check_exposure(settings: Settings, bound_hosts: list[str]) -> str | None:
         )
     where = "every address" if exposed else "loopback only"
     return f"no API keys configured (RELAY_API_KEYS): every caller is let in ({where})"
-
-
-# --- backends -----------------------------------------------------------------------------
-
-
-def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSettings, ...]:
-    connect = _float("RELAY_CONNECT_TIMEOUT", env.get("RELAY_CONNECT_TIMEOUT") or 5.0, lo=0.01)
-    read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
-    tables = doc.get("backends")
-    if tables is None:
-        return _backends_from_env(env, connect, read)
-    if not isinstance(tables, dict) or not tables:
-        raise ConfigError(
-            "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
-        )
-    out = []
-    for name, table in tables.items():
-        where = f"RELAY_CONFIG backends.{name}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table")
-        kind = table.get("type", "ollama")
-        if kind not in BACKEND_TYPES:
-            raise ConfigError(
-                f"{where}.type must be one of {', '.join(BACKEND_TYPES)}, got {kind!r}"
-            )
-        if "url" not in table:
-            raise ConfigError(f"{where}.url is required")
-        apps = _dify_apps(where, table, env) if kind == "dify" else ()
-        allow_caller_keys = _bool(
-            f"{where}.allow_caller_keys", table.get("allow_caller_keys", False)
-        )
-        if kind == "dify" and not apps and not allow_caller_keys:
-            raise ConfigError(
-                f"{where} needs an [{where[13:]}.apps.NAME] table or allow_caller_keys"
-            )
-        models = table.get("models", [a.name for a in apps] if apps else ["*"])
-        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-            raise ConfigError(f"{where}.models must be a list of model names or globs")
-        out.append(
-            BackendSettings(
-                name=name,
-                type=kind,
-                url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
-                models=tuple(models),
-                apps=apps,
-                allow_caller_keys=allow_caller_keys,
-                **(_openai_options(where, table, env) if kind == "openai" else {}),
-                connect_timeout=_float(
-                    f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
-                ),
-                read_timeout=_float(
-                    f"{where}.read_timeout", table.get("read_timeout", read), lo=0.01
-                ),
-            )
-        )
-    return tuple(out)
-
-
-def _backends_from_env(
-    env: Mapping[str, str], connect: float, read: float
-) -> tuple[BackendSettings, ...]:
-    """The quick start: Ollama from OLLAMA_BASE_URL, one Dify app from DIFY_API_URL."""
-    ollama_var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
-    ollama_url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API")
-    ollama = BackendSettings(
-        name="ollama",
-        type="ollama",
-        url=_url(ollama_var, ollama_url or "http://localhost:11434"),
-        connect_timeout=connect,
-        read_timeout=read,
-    )
-    if not env.get("DIFY_API_URL"):
-        return (ollama,)
-    allow = _bool("DIFY_ALLOW_CALLER_KEYS", env.get("DIFY_ALLOW_CALLER_KEYS", False))
-    key = env.get("DIFY_API_KEY", "").strip()
-    if not key and not allow:
-        raise ConfigError("DIFY_API_KEY is required with DIFY_API_URL")
-    name = env.get("DIFY_MODEL") or "dify"
-    app = DifyAppSettings(
-        name=name,
-        api_key=key,
-        memory=_choice("DIFY_MEMORY", env.get("DIFY_MEMORY") or "conversation", MEMORY_MODES),
-        query_input=env.get("DIFY_INPUT_VARIABLE") or None,
-        answer_output=env.get("DIFY_OUTPUT_VARIABLE") or None,
-    )
-    # Alone, the Dify app answers every model name, as the tools people migrate from do.
-    dify = BackendSettings(
-        name="dify",
-        type="dify",
-        url=_dify_url("DIFY_API_URL", env["DIFY_API_URL"]),
-        models=(name,) if ollama_url else ("*",),
-        connect_timeout=connect,
-        read_timeout=read,
-        apps=(app,) if key else (),
-        allow_caller_keys=allow,
-    )
-    return (dify, ollama) if ollama_url else (dify,)
-
-
-def _dify_apps(
-    where: str, table: Mapping[str, Any], env: Mapping[str, str]
-) -> tuple[DifyAppSettings, ...]:
-    apps = table.get("apps", {})
-    if not isinstance(apps, dict):
-        raise ConfigError(f"{where}.apps must be a table of named apps")
-    out = []
-    for name, app in apps.items():
-        at = f"{where}.apps.{name}"
-        if not isinstance(app, dict):
-            raise ConfigError(f"{at} must be a table")
-        key_env = app.get("key_env")
-        if not isinstance(key_env, str) or not key_env:
-            raise ConfigError(f"{at}.key_env must name the environment variable holding its key")
-        if not env.get(key_env, "").strip():
-            raise ConfigError(f"{at}.key_env: the environment variable {key_env} is not set")
-        inputs = app.get("inputs", {})
-        if not isinstance(inputs, dict):
-            raise ConfigError(f"{at}.inputs must be a table")
-        mode = app.get("mode")
-        out.append(
-            DifyAppSettings(
-                name=name,
-                api_key=env[key_env].strip(),
-                memory=_choice(f"{at}.memory", app.get("memory", "conversation"), MEMORY_MODES),
-                inputs=inputs,
-                mode=None if mode is None else _choice(f"{at}.mode", mode, DIFY_MODES),
-                query_input=_opt_str(f"{at}.query_input", app.get("query_input")),
-                answer_output=_opt_str(f"{at}.answer_output", app.get("answer_output")),
-            )
-        )
-    return tuple(out)
-
-
-def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The settings of an OpenAI-compatible upstream: its key (from key_env) and its API."""
-    key_env = table.get("key_env")
-    key = None
-    if key_env is not None:
-        if not isinstance(key_env, str) or not key_env:
-            raise ConfigError(f"{where}.key_env must name the environment variable holding its key")
-        key = env.get(key_env, "").strip()
-        if not key:
-            raise ConfigError(f"{where}.key_env: the environment variable {key_env} is not set")
-    return {"api_key": key, "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS)}
-
-
-# --- value parsers: each names the setting in its error -----------------------------------
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"RELAY_CONFIG cannot read {path!r}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"RELAY_CONFIG {path!r} is not valid TOML: {e}") from None
-
-
-def _table(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"RELAY_CONFIG [{name}] must be a table")
-    return value
-
-
-def _str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value.strip()
-
-
-def _int(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
-    try:
-        if isinstance(value, bool | float):
-            raise ValueError
-        number = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if (lo is not None and number < lo) or (hi is not None and number > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise ConfigError(f"{name} must be {bounds}, got {number}")
-    return number
-
-
-def _float(name: str, value: Any, *, lo: float | None = None) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-    if lo is not None and not number >= lo:
-        raise ConfigError(f"{name} must be at least {lo}, got {number}")
-    return number
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-def _log_level(name: str, value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_LEVELS:
-        raise ConfigError(f"{name} must be one of error, warn, info, debug; got {value!r}")
-    return LOG_LEVELS[text]
-
-
-def _keys(name: str, value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    keys = tuple(str(k).strip() for k in items if str(k).strip())
-    for key in keys:
-        if len(key) < 8 or any(c.isspace() for c in key):
-            raise ConfigError(f"{name} has a key shorter than 8 characters or with spaces in it")
-    return keys
-
-
-def _networks(name: str, value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    out = []
-    for item in (str(i).strip() for i in items):
-        if not item:
-            continue
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ConfigError(f"{name} must list IP addresses or networks, got {item!r}") from None
-    return tuple(out)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
-
-
-def _opt_str(name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"{name} must be a non-empty string")
-    return value
-
-
-def _origins(name: str, value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        if origin != "*" and (
-            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
-        ):
-            raise ConfigError(
-                f"{name} must list origins like https://app.example.com (scheme, host and "
-                f"optional port, no path) or *, got {origin!r}"
-            )
-    return origins
-
-
-def _dify_url(name: str, value: Any) -> str:
-    """Accept Dify's API URL with or without the /v1 suffix; return it with."""
-    url = _url(name, value)
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def _url(name: str, value: Any) -> str:
-    text = str(value).strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{name} must be an http(s) URL like http://localhost:11434, got {value!r}"
-        )
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ConfigError(f"{name} has a bad port: {value!r}") from None
-    return text
 
 
 def _access_module() -> ModuleType:

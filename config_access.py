@@ -15,16 +15,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from config import (
-    ConfigError,
-    _bool,
-    _environment,
-    _float,
-    _int,
-    _read_toml,
-    _str,
-    _table,
-)
+from config import _environment
+from config_values import ConfigError, _bool, _float, _int, _read_toml, _str, _table
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")

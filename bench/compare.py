@@ -111,8 +111,9 @@ def start_fake(tokens: int, pace: float) -> tuple[str, subprocess.Popen]:
     return url, proc
 
 
-def start_relay(upstream: str) -> tuple[Target, float]:
+def start_relay(upstream: str, cache: bool = False) -> tuple[Target, float]:
     port = free_port()
+    # The reply cache is off unless measured on purpose: every request makes the whole trip.
     env = {
         "RELAY_ENV_FILE": "",
         "PORT": str(port),
@@ -120,6 +121,7 @@ def start_relay(upstream: str) -> tuple[Target, float]:
         "RELAY_API_KEYS": KEY,
         "LOG_LEVEL": "warn",
         "RELAY_WORKER_CONNECTIONS": "4000",
+        "RELAY_CACHE_TTL": "300" if cache else "0",
     }
     proc = start([sys.executable, "-m", "gunicorn", "wsgi:app"], env)
     url = f"http://127.0.0.1:{port}"
@@ -311,6 +313,12 @@ def main() -> None:
             results[f"c{c}"] = {t.name: wrk(t, c, args.seconds, workdir) for t in targets}
         for t in targets[1:]:
             t.stop()
+        # Cache hits: the same request again and again, answered from Relay's reply cache.
+        cached, _ = start_relay(upstream, cache=True)
+        started.append(cached)
+        wrk(cached, 4, 2, workdir)
+        results["cache_hit_c16"] = wrk(cached, 16, args.seconds, workdir)
+        cached.stop()
         fake.terminate()
         # 2. Streams at a realistic token pace: 40 tokens, 20 ms apart.
         upstream, fake = start_fake(tokens=40, pace=0.02)
@@ -324,7 +332,8 @@ def main() -> None:
         for t in targets[1:]:
             t.stop()
         fake.terminate()
-        upstream, fake = start_fake(tokens=4000, pace=0.05)
+        # A token every 2 s: this measures holding many open streams, not pushing tokens.
+        upstream, fake = start_fake(tokens=100, pace=2.0)
         relay, _ = start_relay(upstream)
         started += [Target("fake", upstream, "", {}, {}, fake), relay]
         results["held"] = held_streams(relay, args.held_streams)
@@ -362,8 +371,13 @@ def report(r: dict) -> None:
         print(
             f"  {n:8} {s['ttft_ms']:7.2f} ms   {s['gap_p50_ms']:6.2f} / {s['gap_p99_ms']:6.2f} ms"
         )
+    hit = r["cache_hit_c16"]
     print(
-        f"\none Relay worker held {r['held']['streams']} concurrent streams in "
+        f"\ncache hits at concurrency 16: p50 {hit['p50_ms']:.2f} ms, {hit['rps']:.0f}/s "
+        f"({hit['rps'] / r['c16']['Relay']['rps']:.1f}x a miss)"
+    )
+    print(
+        f"one Relay worker held {r['held']['streams']} concurrent streams in "
         f"{r['held']['rss_mb']:.0f} MB RSS"
     )
     print("cold start: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["cold_start_s"].items()))

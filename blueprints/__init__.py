@@ -16,7 +16,18 @@ def gateway() -> Gateway:
 
 
 def register_blueprints(app: Flask) -> None:
-    from blueprints import auth, chat, health, home, images, metrics, models, openapi, responses
+    from blueprints import (
+        auth,
+        chat,
+        files,
+        health,
+        home,
+        images,
+        metrics,
+        models,
+        openapi,
+        responses,
+    )
 
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
@@ -25,6 +36,10 @@ def register_blueprints(app: Flask) -> None:
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     v1.register_blueprint(images.bp)
+    if app.extensions["relay"].router.passthrough_backend() is not None:
+        from blueprints import passthrough
+
+        v1.register_blueprint(passthrough.bp)
     app.register_blueprint(v1)
     # The path the Express Ollama service served; the same view, keys and limits (README).
     alias = Blueprint("api_alias", __name__, url_prefix="/api")
@@ -35,16 +50,20 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(files.bp)
 
 
 def call_context() -> CallContext:
     """Collect who is calling and the backend-specific headers they sent."""
     from flask import g, request
 
+    from blueprints.files import public_base_url
+
     return CallContext(
         key_name=g.api_key.name,
         upstream_key=request.headers.get("X-Dify-Api-Key") or None,
         conversation_id=request.headers.get("X-Dify-Conversation-Id") or None,
+        public_url=public_base_url(),
     )
 
 

@@ -18,10 +18,16 @@ def require_api_key() -> None:
 
 
 def _presented_secret() -> str | None:
+    # X-Api-Key first: a caller who brings its own upstream key in Authorization (pass-through
+    # in caller mode) gives Relay's key there.
+    explicit = request.headers.get("X-Api-Key")
+    if explicit:
+        g.key_in_authorization = False
+        return explicit
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    secret = token.strip() if scheme.lower() == "bearer" else None
-    return secret or request.headers.get("X-Api-Key") or None
+    g.key_in_authorization = scheme.lower() == "bearer" and bool(token.strip())
+    return token.strip() if g.key_in_authorization else None
 
 
 def identify_caller() -> None:

@@ -68,7 +68,7 @@ def complete(
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
     result, status = gw.cache.run(
-        _key(backend, req, policy),
+        lambda: _key(backend, req, policy),
         cacheable(backend, ctx, policy),
         lambda: chat.complete(gw, req, ctx)[1],
         CHAT_CODEC,
@@ -82,7 +82,9 @@ def stream(
     """Start a streamed turn: a cached reply replayed, or a live one that fills the cache."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    cache_id, policy = _key(backend, req, policy), cacheable(backend, ctx, policy)
+    policy = cacheable(backend, ctx, policy)
+    used = gw.cache.enabled and (policy.read or policy.store)
+    cache_id = _key(backend, req, policy) if used else ""
     if gw.cache.enabled and policy.read:
         hit = gw.cache.get(cache_id)
         if hit is not None:

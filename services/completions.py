@@ -31,15 +31,23 @@ def _decode(raw: bytes) -> list[ChatResult]:
 COMPLETIONS_CODEC = Codec(_encode, _decode, lambda rs: all(r.finish_reason != "length" for r in rs))
 
 
+def _payload(req: CompletionRequest) -> dict[str, object]:
+    skip = {"user"}
+    return {
+        "prompts": [
+            {k: v for k, v in dataclasses.asdict(p).items() if k not in skip} for p in req.prompts
+        ]
+    }
+
+
 def complete(
     gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
 ) -> tuple[Backend, list[ChatResult], str]:
     """Continue every prompt whole, or answer from the cache; also says HIT, MISS or BYPASS."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    payload = [{k: v for k, v in dataclasses.asdict(p).items() if k != "user"} for p in req.prompts]
     results, status = gw.cache.run(
-        cache_key("completions", policy.tenant, backend.name, {"prompts": payload}),
+        lambda: cache_key("completions", policy.tenant, backend.name, _payload(req)),
         cacheable(backend, ctx, policy),
         lambda: [backend.complete_text(p, ctx) for p in req.prompts],
         COMPLETIONS_CODEC,

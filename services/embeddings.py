@@ -25,15 +25,18 @@ def _decode(raw: bytes) -> EmbeddingResult:
 EMBEDDING_CODEC = Codec(_encode, _decode, lambda _result: True)
 
 
+def _payload(req: EmbeddingRequest) -> dict[str, object]:
+    return {k: v for k, v in dataclasses.asdict(req).items() if k != "user"}
+
+
 def embed(
     gw: Gateway, req: EmbeddingRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
 ) -> tuple[Backend, EmbeddingResult, str]:
     """Embed the inputs, or answer from the cache; also says HIT, MISS or BYPASS."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    payload = {k: v for k, v in dataclasses.asdict(req).items() if k != "user"}
     result, status = gw.cache.run(
-        cache_key("embeddings", policy.tenant, backend.name, payload),
+        lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
         cacheable(backend, ctx, policy),
         lambda: backend.embed(req, ctx),
         EMBEDDING_CODEC,

@@ -172,14 +172,23 @@ class ReplyCache:
             self._failed(e)
 
     def run(
-        self, key: str, policy: CachePolicy, compute: Callable[[], T], codec: Codec[T]
+        self,
+        make_key: Callable[[], str],
+        policy: CachePolicy,
+        compute: Callable[[], T],
+        codec: Codec[T],
     ) -> tuple[T, str]:
-        """Answer from the cache, from an identical request in flight, or by computing."""
+        """Answer from the cache, from an identical request in flight, or by computing.
+
+        The key is made only when the cache will be used: it costs a canonical dump of the
+        request, which a gateway without a cache should not pay on every call.
+        """
         if not self._usable() or not policy.read:
             result = compute()
-            if policy.store and codec.storable(result):
-                self.put(key, codec.encode(result))
+            if policy.store and self._usable() and codec.storable(result):
+                self.put(make_key(), codec.encode(result))
             return result, BYPASS
+        key = make_key()
         assert self.store is not None
         deadline = time.monotonic() + self._wait
         waited = leader = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import Any
 
 from loguru import logger
 
@@ -54,6 +55,10 @@ class Router:
             return self.resolve(model)
         except ModelNotFoundError:
             return None
+
+    def passthrough_backend(self) -> Any:
+        """The OpenAI-compatible backend that takes /v1 paths Relay does not serve, if any."""
+        return next((b for b in self.backends if getattr(b, "passthrough", False)), None)
 
     def find_model(self, model_id: str) -> ModelInfo:
         """Return one listed model; a name without a tag also finds its ':latest'."""

@@ -80,6 +80,7 @@ class CallContext:
     key_name: str = "anonymous"
     upstream_key: str | None = field(default=None, repr=False)  # a caller's own backend key
     conversation_id: str | None = None  # an explicit Dify conversation to continue
+    public_url: str = ""  # the URL the caller reached Relay at, for links to kept files
     response_headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -137,6 +137,7 @@ class Backend:
         json: Any = None,
         stream: bool = False,
         timeout: tuple[float, float] | None = None,
+        keep_errors: bool = False,  # return 4xx/5xx answers as they are (pass-through)
         **extra: Any,  # headers, data, files, params: passed on to requests
     ) -> requests.Response:
         """Send one request; map transport failures and non-2xx answers to GatewayErrors."""
@@ -156,7 +157,7 @@ class Backend:
             raise UpstreamUnavailableError(f"{self.title} cannot be reached.") from None
         except requests.RequestException as e:
             raise UpstreamError(f"{self.title} request failed: {type(e).__name__}.") from None
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and not keep_errors:
             try:
                 raise self._error_from_response(resp)
             finally:

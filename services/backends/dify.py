@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from config import BackendSettings, DifyAppSettings, Settings
 from services.backends.base import Backend
 from services.backends.dify_conversations import history_key, transcript
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
+from services.backends.dify_files import file_keeper
 from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
     AuthenticationError,
@@ -36,6 +37,7 @@ from services.errors import (
     UnsupportedError,
     UpstreamError,
 )
+from services.file_store import build_lasting_files
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
 from services.sse import iter_sse_json
@@ -92,6 +94,7 @@ class DifyBackend(Backend):
         self.created = int(time.time())
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()
+        self.lasting = build_lasting_files(shared)  # None unless lasting files are on
 
     def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=name, created=self.created, owned_by=self.name) for name in self.apps]
@@ -125,7 +128,11 @@ class DifyBackend(Backend):
         call = self._plan(req, ctx)
         resp = self._start(call, req)
         stream = DifyStream(
-            call.mode, self._app_title(call.app), self.origin, call.app.answer_output
+            call.mode,
+            self._app_title(call.app),
+            self.origin,
+            call.app.answer_output,
+            keep_file=self._file_keeper(ctx),
         )
         whole: list[str] = []  # the reply as a non-streaming client sees it
         shown: list[str] = []  # the reply as a streaming client sees it (replacements appended)
@@ -175,7 +182,8 @@ class DifyBackend(Backend):
                 raise UpstreamError(f"{self._app_title(app)} sent a malformed event.") from None
         if req.response_format == "b64_json":
             return [GeneratedImage(b64_json=self._download_b64(url)) for url in urls]
-        return [GeneratedImage(url=url) for url in urls]
+        keep = self._file_keeper(ctx)
+        return [GeneratedImage(url=keep(url, "") if keep else url) for url in urls]
 
     # --- planning the call ----------------------------------------------------------------
 
@@ -390,6 +398,11 @@ class DifyBackend(Backend):
                 code="rate_limit_exceeded",
             )
         return UpstreamError(f"{self.title} failed (HTTP {status}): {detail}")
+
+    def _file_keeper(self, ctx: CallContext) -> Callable[[str, str], str] | None:
+        return file_keeper(
+            self.session, self.lasting, ctx, self.title, self.timeout[0], self.origin
+        )
 
     def _app_title(self, app: DifyAppSettings) -> str:
         return f"Dify app '{app.name}' of backend '{self.name}'"

@@ -9,6 +9,7 @@ workflow answers that live only in `outputs`, relative file URLs).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -35,6 +36,8 @@ class DifyStream:
     agent_text: str = ""  # what agent_message events said, to spot the final full `message`
     has_text: bool = False
     files: set[str] = field(default_factory=set)
+    # (absolute URL, declared media type) -> the URL to show, e.g. a lasting copy (dify_files)
+    keep_file: Callable[[str, str], str] | None = None
 
     def feed(self, event: dict[str, Any]) -> list[ChatDelta]:
         """Translate one event; raise UpstreamError for Dify's error event or a failed run."""
@@ -127,6 +130,8 @@ class DifyStream:
             self.files.add(url)
             name = f.get("filename") or url.rsplit("/", 1)[-1].split("?")[0] or "file"
             is_image = f.get("type") == "image" or str(f.get("mime_type", "")).startswith("image/")
+            if self.keep_file is not None:
+                url = self.keep_file(url, str(f.get("mime_type") or ""))
             line = f"![{name}]({url})" if is_image else f"[{name}]({url})"
             out.extend(self._text(("\n\n" if self.has_text else "") + line))
         return out

@@ -8,10 +8,12 @@ The upstream key comes from configuration only; a caller's Relay key never goes 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
-from typing import Any, Protocol
+from collections.abc import Generator, Iterator, Mapping
+from typing import IO, Any, Protocol
 
 import requests
+import urllib3
+from loguru import logger
 
 from config import BackendSettings, Settings
 from services.backends.base import Backend
@@ -56,6 +58,45 @@ class _Reader(Protocol):
     def feed(self, event: Any) -> list[ChatDelta]: ...
 
 
+# Hop-by-hop headers (RFC 9110 §7.6.1) and what Relay itself answers for, never passed on.
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+_NOT_FORWARDED = _HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "content-length",  # requests sets it again from the body it sends
+    "x-dify-api-key",
+    "x-dify-conversation-id",
+}
+
+
+class _SizedBody:
+    """A request body of known length, read while it is sent: requests then streams it with a
+    Content-Length instead of buffering it or switching to chunked encoding."""
+
+    def __init__(self, stream: IO[bytes], length: int) -> None:
+        self.stream, self.length = stream, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.stream.read(65536), b"")
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+
 class OpenAICompatBackend(Backend):
     type = "openai"
     label = "OpenAI-compatible"
@@ -65,6 +106,8 @@ class OpenAICompatBackend(Backend):
     ) -> None:
         super().__init__(settings, shared, images, stores)
         self.api = settings.api
+        self.passthrough = settings.passthrough
+        self.passthrough_auth = settings.passthrough_auth
         self._headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.created = int(time.time())
 
@@ -171,6 +214,54 @@ class OpenAICompatBackend(Backend):
         except (KeyError, TypeError, ValueError):
             raise UpstreamError(f"{self.title} sent embeddings Relay cannot read.") from None
         return EmbeddingResult(vectors, tokens)
+
+    def forward(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: IO[bytes] | None,
+        length: int | None,
+        caller_auth: str | None,
+    ) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        """Pass a request Relay does not serve to this upstream, streaming both bodies.
+
+        Exactly one Authorization goes upstream: this backend's key (gateway mode) or the
+        caller's own (caller mode), never Relay's key and never both.
+        """
+        out = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
+        auth = (
+            self._headers.get("Authorization")
+            if self.passthrough_auth == "gateway"
+            else caller_auth
+        )
+        if auth:
+            out["Authorization"] = auth
+        # A known length goes with a Content-Length; otherwise the body is sent chunked.
+        data: Any = None
+        if body is not None:
+            data = _SizedBody(body, length) if length else iter(lambda: body.read(65536), b"")
+        resp = self._send(
+            method,
+            path,
+            data=data,
+            headers=out,
+            stream=True,
+            keep_errors=True,
+            allow_redirects=False,
+        )
+        reply_headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP]
+        return resp.status_code, reply_headers, self._raw_body(resp)
+
+    def _raw_body(self, resp: requests.Response) -> Iterator[bytes]:
+        # Bytes as the upstream sent them (still compressed, if it compressed): the headers
+        # that describe them are passed on too.
+        try:
+            yield from resp.raw.stream(65536, decode_content=False)
+        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
+            logger.warning("{}: pass-through body cut off", self.title)
+        finally:
+            resp.close()
 
     # --- HTTP -----------------------------------------------------------------------------
 

@@ -74,7 +74,10 @@ class FakeOpenAI:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         raw = request.get_data()
-        body = json.loads(raw) if raw else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:  # uploads and other non-JSON bodies are recorded as bytes
+            body = raw
         with self._lock:
             self.requests.append(
                 Recorded(request.method, request.path, body, dict(request.headers))
@@ -96,6 +99,28 @@ class FakeOpenAI:
             return self.images(body)
         if path == "/v1/embeddings":
             return self.embeddings(body)
+        if path == "/v1/moderations":
+            text = body.get("input") if isinstance(body, dict) else None
+            return self.json(
+                {
+                    "id": "modr-1",
+                    "model": "omni-moderation-latest",
+                    "results": [{"flagged": text == "bad", "categories": {}}],
+                }
+            )
+        if path == "/v1/audio/speech":  # a binary body, sent in pieces
+            return Response(
+                (b"ID3" + bytes([i]) * 4096 for i in range(8)), content_type="audio/mpeg"
+            )
+        if path == "/v1/files" and request.method == "POST":
+            return self.json(
+                {
+                    "id": "file-1",
+                    "object": "file",
+                    "bytes": len(request.get_data()),
+                    "purpose": "batch",
+                }
+            )
         if path == "/v1/chat/completions" and self.api == "chat":
             if body.get("stream"):
                 return self.sse(self.chat_stream(body))

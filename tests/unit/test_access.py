@@ -90,15 +90,15 @@ def test_memory_cache_computes_once_and_honours_the_policy():
         return lambda: calls.append(value) or value
 
     policy = CachePolicy("t")
-    assert cache.run("k", policy, compute("one"), codec) == ("one", MISS)
-    assert cache.run("k", policy, compute("two"), codec) == ("one", HIT)
-    assert cache.run("k", CachePolicy("t", read=False), compute("three"), codec) == (
+    assert cache.run(lambda: "k", policy, compute("one"), codec) == ("one", MISS)
+    assert cache.run(lambda: "k", policy, compute("two"), codec) == ("one", HIT)
+    assert cache.run(lambda: "k", CachePolicy("t", read=False), compute("three"), codec) == (
         "three",
         BYPASS,
     )
-    assert cache.run("k", policy, compute("four"), codec) == ("three", HIT)
-    assert cache.run("c", policy, compute("cut"), codec) == ("cut", MISS)
-    assert cache.run("c", policy, compute("cut"), codec) == ("cut", MISS)
+    assert cache.run(lambda: "k", policy, compute("four"), codec) == ("three", HIT)
+    assert cache.run(lambda: "c", policy, compute("cut"), codec) == ("cut", MISS)
+    assert cache.run(lambda: "c", policy, compute("cut"), codec) == ("cut", MISS)
     assert calls == ["one", "three", "cut", "cut"]
 
 

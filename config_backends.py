@@ -1,0 +1,252 @@
+"""Backend settings: Ollama, Dify apps and OpenAI-compatible upstreams, from the environment's
+quick-start variables or the RELAY_CONFIG file's [backends.NAME] tables; and lasting files.
+
+Reads no environment itself (config.py hands it the merged one). Standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from config_values import (
+    ConfigError,
+    _bool,
+    _choice,
+    _dify_url,
+    _float,
+    _int,
+    _opt_str,
+    _optional_url,
+    _url,
+)
+
+BACKEND_TYPES = ("ollama", "dify", "openai")
+OPENAI_APIS = ("chat", "responses")
+DIFY_MODES = ("chat", "agent-chat", "advanced-chat", "agent", "completion", "workflow")
+MEMORY_MODES = ("conversation", "history")
+
+
+@dataclass(frozen=True, slots=True)
+class DifyAppSettings:
+    """One Dify app, exposed as the model `name`; its key never appears in repr or logs."""
+
+    name: str
+    api_key: str = field(repr=False)
+    memory: str = "conversation"
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    mode: str | None = None  # detected with GET /info when not set
+    query_input: str | None = None  # workflow/completion input that receives the user's text
+    answer_output: str | None = None  # workflow output that holds the answer
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """One upstream server: its type, where it is and which model names it serves."""
+
+    name: str
+    type: str
+    url: str
+    models: tuple[str, ...] = ("*",)
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    apps: tuple[DifyAppSettings, ...] = ()  # Dify only
+    allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
+    api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
+    api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
+    # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
+    passthrough: bool = False
+    passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """Lasting copies of the files backends return (README "Files that last"); off when None."""
+
+    directory: str | None = None  # local store: RELAY_FILES_DIR
+    max_bytes: int = 20 * 1024 * 1024
+    s3_bucket: str | None = None  # S3-compatible store instead of the directory
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_prefix: str = ""
+    s3_public_url: str | None = None  # objects are public there; else Relay serves them
+
+
+def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSettings, ...]:
+    connect = _float("RELAY_CONNECT_TIMEOUT", env.get("RELAY_CONNECT_TIMEOUT") or 5.0, lo=0.01)
+    read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
+    tables = doc.get("backends")
+    if tables is None:
+        return _backends_from_env(env, connect, read)
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(
+            "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
+        )
+    out = []
+    for name, table in tables.items():
+        where = f"RELAY_CONFIG backends.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        kind = table.get("type", "ollama")
+        if kind not in BACKEND_TYPES:
+            raise ConfigError(
+                f"{where}.type must be one of {', '.join(BACKEND_TYPES)}, got {kind!r}"
+            )
+        if "url" not in table:
+            raise ConfigError(f"{where}.url is required")
+        apps = _dify_apps(where, table, env) if kind == "dify" else ()
+        allow_caller_keys = _bool(
+            f"{where}.allow_caller_keys", table.get("allow_caller_keys", False)
+        )
+        if kind == "dify" and not apps and not allow_caller_keys:
+            raise ConfigError(
+                f"{where} needs an [{where[13:]}.apps.NAME] table or allow_caller_keys"
+            )
+        models = table.get("models", [a.name for a in apps] if apps else ["*"])
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError(f"{where}.models must be a list of model names or globs")
+        out.append(
+            BackendSettings(
+                name=name,
+                type=kind,
+                url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
+                models=tuple(models),
+                apps=apps,
+                allow_caller_keys=allow_caller_keys,
+                **(_openai_options(where, table, env) if kind == "openai" else {}),
+                connect_timeout=_float(
+                    f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
+                ),
+                read_timeout=_float(
+                    f"{where}.read_timeout", table.get("read_timeout", read), lo=0.01
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _backends_from_env(
+    env: Mapping[str, str], connect: float, read: float
+) -> tuple[BackendSettings, ...]:
+    """The quick start: Ollama from OLLAMA_BASE_URL, one Dify app from DIFY_API_URL."""
+    ollama_var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
+    ollama_url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API")
+    ollama = BackendSettings(
+        name="ollama",
+        type="ollama",
+        url=_url(ollama_var, ollama_url or "http://localhost:11434"),
+        connect_timeout=connect,
+        read_timeout=read,
+    )
+    if not env.get("DIFY_API_URL"):
+        return (ollama,)
+    allow = _bool("DIFY_ALLOW_CALLER_KEYS", env.get("DIFY_ALLOW_CALLER_KEYS", False))
+    key = env.get("DIFY_API_KEY", "").strip()
+    if not key and not allow:
+        raise ConfigError("DIFY_API_KEY is required with DIFY_API_URL")
+    name = env.get("DIFY_MODEL") or "dify"
+    app = DifyAppSettings(
+        name=name,
+        api_key=key,
+        memory=_choice("DIFY_MEMORY", env.get("DIFY_MEMORY") or "conversation", MEMORY_MODES),
+        query_input=env.get("DIFY_INPUT_VARIABLE") or None,
+        answer_output=env.get("DIFY_OUTPUT_VARIABLE") or None,
+    )
+    # Alone, the Dify app answers every model name, as the tools people migrate from do.
+    dify = BackendSettings(
+        name="dify",
+        type="dify",
+        url=_dify_url("DIFY_API_URL", env["DIFY_API_URL"]),
+        models=(name,) if ollama_url else ("*",),
+        connect_timeout=connect,
+        read_timeout=read,
+        apps=(app,) if key else (),
+        allow_caller_keys=allow,
+    )
+    return (dify, ollama) if ollama_url else (dify,)
+
+
+def _dify_apps(
+    where: str, table: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[DifyAppSettings, ...]:
+    apps = table.get("apps", {})
+    if not isinstance(apps, dict):
+        raise ConfigError(f"{where}.apps must be a table of named apps")
+    out = []
+    for name, app in apps.items():
+        at = f"{where}.apps.{name}"
+        if not isinstance(app, dict):
+            raise ConfigError(f"{at} must be a table")
+        key_env = app.get("key_env")
+        if not isinstance(key_env, str) or not key_env:
+            raise ConfigError(f"{at}.key_env must name the environment variable holding its key")
+        if not env.get(key_env, "").strip():
+            raise ConfigError(f"{at}.key_env: the environment variable {key_env} is not set")
+        inputs = app.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise ConfigError(f"{at}.inputs must be a table")
+        mode = app.get("mode")
+        out.append(
+            DifyAppSettings(
+                name=name,
+                api_key=env[key_env].strip(),
+                memory=_choice(f"{at}.memory", app.get("memory", "conversation"), MEMORY_MODES),
+                inputs=inputs,
+                mode=None if mode is None else _choice(f"{at}.mode", mode, DIFY_MODES),
+                query_input=_opt_str(f"{at}.query_input", app.get("query_input")),
+                answer_output=_opt_str(f"{at}.answer_output", app.get("answer_output")),
+            )
+        )
+    return tuple(out)
+
+
+def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of an OpenAI-compatible upstream: its key (from key_env) and its API."""
+    key_env = table.get("key_env")
+    key = None
+    if key_env is not None:
+        if not isinstance(key_env, str) or not key_env:
+            raise ConfigError(f"{where}.key_env must name the environment variable holding its key")
+        key = env.get(key_env, "").strip()
+        if not key:
+            raise ConfigError(f"{where}.key_env: the environment variable {key_env} is not set")
+    return {
+        "api_key": key,
+        "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS),
+        "passthrough": _bool(f"{where}.passthrough", table.get("passthrough", False)),
+        "passthrough_auth": _choice(
+            f"{where}.passthrough_auth",
+            table.get("passthrough_auth", "gateway"),
+            ("gateway", "caller"),
+        ),
+    }
+
+
+def _file_settings(env: Mapping[str, str]) -> FileSettings | None:
+    """Lasting files: a local directory or an S3-compatible bucket, or None (off)."""
+    directory = (env.get("RELAY_FILES_DIR") or "").strip() or None
+    bucket = (env.get("RELAY_S3_BUCKET") or "").strip() or None
+    if directory and bucket:
+        raise ConfigError("set RELAY_FILES_DIR or RELAY_S3_BUCKET, not both")
+    if not directory and not bucket:
+        return None
+    key_id = (env.get("RELAY_S3_ACCESS_KEY_ID") or "").strip() or None
+    secret = (env.get("RELAY_S3_SECRET_ACCESS_KEY") or "").strip() or None
+    if bool(key_id) != bool(secret):
+        raise ConfigError("RELAY_S3_ACCESS_KEY_ID and RELAY_S3_SECRET_ACCESS_KEY go together")
+    return FileSettings(
+        directory=directory,
+        max_bytes=_int(
+            "RELAY_FILES_MAX_BYTES", env.get("RELAY_FILES_MAX_BYTES") or 20 * 1024 * 1024, lo=1
+        ),
+        s3_bucket=bucket,
+        s3_endpoint_url=_optional_url("RELAY_S3_ENDPOINT_URL", env.get("RELAY_S3_ENDPOINT_URL")),
+        s3_region=(env.get("RELAY_S3_REGION") or "").strip() or None,
+        s3_access_key_id=key_id,
+        s3_secret_access_key=secret,
+        s3_prefix=(env.get("RELAY_S3_PREFIX") or "").strip().lstrip("/"),
+        s3_public_url=_optional_url("RELAY_S3_PUBLIC_URL", env.get("RELAY_S3_PUBLIC_URL")),
+    )
