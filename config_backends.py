@@ -7,7 +7,7 @@ Reads no environment itself (config.py hands it the merged one). Standard librar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config_values import (
@@ -58,6 +58,10 @@ class BackendSettings:
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
     passthrough: bool = False
     passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
+    # Backpressure (services/backpressure.py): 0 in flight means no limit.
+    max_in_flight: int = 0
+    max_queue: int = 0
+    queue_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +82,16 @@ class FileSettings:
 def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSettings, ...]:
     connect = _float("RELAY_CONNECT_TIMEOUT", env.get("RELAY_CONNECT_TIMEOUT") or 5.0, lo=0.01)
     read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
+    flow: dict[str, Any] = {
+        "max_in_flight": _int("RELAY_MAX_IN_FLIGHT", env.get("RELAY_MAX_IN_FLIGHT") or 0, lo=0),
+        "max_queue": _int("RELAY_MAX_QUEUE", env.get("RELAY_MAX_QUEUE") or 0, lo=0),
+        "queue_timeout": _float(
+            "RELAY_QUEUE_TIMEOUT", env.get("RELAY_QUEUE_TIMEOUT") or 30.0, lo=0.01
+        ),
+    }
     tables = doc.get("backends")
     if tables is None:
-        return _backends_from_env(env, connect, read)
+        return tuple(replace(b, **flow) for b in _backends_from_env(env, connect, read))
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(
             "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
@@ -113,6 +124,19 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
                 name=name,
                 type=kind,
                 url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
+                max_in_flight=_int(
+                    f"{where}.max_in_flight",
+                    table.get("max_in_flight", flow["max_in_flight"]),
+                    lo=0,
+                ),
+                max_queue=_int(
+                    f"{where}.max_queue", table.get("max_queue", flow["max_queue"]), lo=0
+                ),
+                queue_timeout=_float(
+                    f"{where}.queue_timeout",
+                    table.get("queue_timeout", flow["queue_timeout"]),
+                    lo=0.01,
+                ),
                 models=tuple(models),
                 apps=apps,
                 allow_caller_keys=allow_caller_keys,

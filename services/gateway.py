@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config import Settings
 from services.backends import build_backends
+from services.backpressure import Gate, Gates
 from services.images import ImageLoader
 from services.keys import KeyStore
 from services.kv_store import StoreFactory
@@ -26,6 +27,7 @@ class Gateway:
     # Keys, limits and reply cache (issue 4)
     cache: ReplyCache
     redis: RedisLink | None = None
+    gates: Gates = field(default_factory=lambda: Gates({}))
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -50,4 +52,16 @@ def build_gateway(settings: Settings) -> Gateway:
             settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
         ),
         redis=redis,
+        gates=Gates(
+            {
+                b.name: Gate(
+                    f"{b.type.capitalize()} backend '{b.name}'",
+                    b.max_in_flight,
+                    b.max_queue,
+                    b.queue_timeout,
+                )
+                for b in settings.backends
+                if b.max_in_flight > 0
+            }
+        ),
     )
