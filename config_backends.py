@@ -58,6 +58,7 @@ class BackendSettings:
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
     passthrough: bool = False
     passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
+    urls: tuple[str, ...] = ()  # several hosts: balanced, with failover (url is the first)
     # Backpressure (services/backpressure.py): 0 in flight means no limit.
     max_in_flight: int = 0
     max_queue: int = 0
@@ -108,6 +109,12 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
             )
         if "url" not in table:
             raise ConfigError(f"{where}.url is required")
+        # `url` is one host, or a list of hosts to balance over and fail over between.
+        check = _dify_url if kind == "dify" else _url
+        raw = table["url"] if isinstance(table["url"], list) else [table["url"]]
+        if not raw:
+            raise ConfigError(f"{where}.url must not be an empty list")
+        urls = tuple(check(f"{where}.url", u) for u in raw)
         apps = _dify_apps(where, table, env) if kind == "dify" else ()
         allow_caller_keys = _bool(
             f"{where}.allow_caller_keys", table.get("allow_caller_keys", False)
@@ -123,7 +130,8 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
             BackendSettings(
                 name=name,
                 type=kind,
-                url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
+                url=urls[0],
+                urls=urls,
                 max_in_flight=_int(
                     f"{where}.max_in_flight",
                     table.get("max_in_flight", flow["max_in_flight"]),
@@ -158,10 +166,17 @@ def _backends_from_env(
     """The quick start: Ollama from OLLAMA_BASE_URL, one Dify app from DIFY_API_URL."""
     ollama_var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
     ollama_url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API")
+    # Several Ollama hosts may be given, comma-separated: balanced, with failover.
+    hosts = tuple(
+        _url(ollama_var, u)
+        for u in (ollama_url or "http://localhost:11434").split(",")
+        if u.strip()
+    )
     ollama = BackendSettings(
         name="ollama",
         type="ollama",
-        url=_url(ollama_var, ollama_url or "http://localhost:11434"),
+        url=hosts[0],
+        urls=hosts,
         connect_timeout=connect,
         read_timeout=read,
     )
