@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from services.errors import RateLimitError, UpstreamUnavailableError
@@ -29,8 +29,16 @@ class BackendQueueTimeoutError(UpstreamUnavailableError):
 class Gate:
     """At most `limit` requests in flight; up to `queue` more wait, at most `wait` seconds."""
 
-    def __init__(self, title: str, limit: int, queue: int, wait: float) -> None:
+    def __init__(
+        self,
+        title: str,
+        limit: int,
+        queue: int,
+        wait: float,
+        on_change: Callable[[int, int], None] = lambda in_flight, queued: None,
+    ) -> None:
         self.title, self.limit, self.queue_max, self.wait = title, limit, queue, wait
+        self.on_change = on_change  # reports (in flight, queued) to metrics
         self.in_flight = 0
         self.waiting: OrderedDict[str, deque[threading.Event]] = OrderedDict()
         self._lock = threading.Lock()
@@ -52,6 +60,7 @@ class Gate:
         with self._lock:
             if self.in_flight < self.limit and not self.waiting:
                 self.in_flight += 1
+                self.on_change(self.in_flight, self.queued)
                 return
             if self.queued >= self.queue_max:
                 raise BackendBusyError(
@@ -61,12 +70,14 @@ class Gate:
                 )
             turn = threading.Event()
             self.waiting.setdefault(key, deque()).append(turn)
+            self.on_change(self.in_flight, self.queued)
         if turn.wait(self.wait):
             return  # release() handed us its slot
         with self._lock:
             if turn.is_set():  # handed over just as the deadline passed: keep it
                 return
             self._forget(key, turn)
+            self.on_change(self.in_flight, self.queued)
         raise BackendQueueTimeoutError(
             f"{self.title} did not free a slot within {self.wait:g} s; try again shortly.",
             retry_after=self._retry_after(),
@@ -82,8 +93,10 @@ class Gate:
                 if turns:
                     self.waiting[key] = turns
                 turn.set()  # the slot passes straight to the waiter: in_flight is unchanged
+                self.on_change(self.in_flight, self.queued)
                 return
             self.in_flight -= 1
+            self.on_change(self.in_flight, self.queued)
 
     def _forget(self, key: str, turn: threading.Event) -> None:
         turns = self.waiting.get(key)

@@ -53,6 +53,9 @@ def test_limit_queue_deadline_and_fairness(start_gateway, fake_ollama, ollama: F
         )
         ready = requests.get(gw.url + "/ready").json()["backends"]["ollama"]
         assert (ready["in_flight"], ready["queued"], ready["max_in_flight"]) == (1, 3, 1)
+        metrics = requests.get(gw.url + "/metrics").text
+        assert 'relay_backend_in_flight{backend="ollama"} 1.0' in metrics
+        assert 'relay_backend_queued{backend="ollama"} 3.0' in metrics
 
         refused = chat(gw, b)  # the queue is full
         assert refused.status_code == 429
