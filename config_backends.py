@@ -7,7 +7,7 @@ Reads no environment itself (config.py hands it the merged one). Standard librar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config_values import (
@@ -58,6 +58,11 @@ class BackendSettings:
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
     passthrough: bool = False
     passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
+    urls: tuple[str, ...] = ()  # several hosts: balanced, with failover (url is the first)
+    # Backpressure (services/backpressure.py): 0 in flight means no limit.
+    max_in_flight: int = 0
+    max_queue: int = 0
+    queue_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +83,16 @@ class FileSettings:
 def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSettings, ...]:
     connect = _float("RELAY_CONNECT_TIMEOUT", env.get("RELAY_CONNECT_TIMEOUT") or 5.0, lo=0.01)
     read = _float("RELAY_READ_TIMEOUT", env.get("RELAY_READ_TIMEOUT") or 600.0, lo=0.01)
+    flow: dict[str, Any] = {
+        "max_in_flight": _int("RELAY_MAX_IN_FLIGHT", env.get("RELAY_MAX_IN_FLIGHT") or 0, lo=0),
+        "max_queue": _int("RELAY_MAX_QUEUE", env.get("RELAY_MAX_QUEUE") or 0, lo=0),
+        "queue_timeout": _float(
+            "RELAY_QUEUE_TIMEOUT", env.get("RELAY_QUEUE_TIMEOUT") or 30.0, lo=0.01
+        ),
+    }
     tables = doc.get("backends")
     if tables is None:
-        return _backends_from_env(env, connect, read)
+        return tuple(replace(b, **flow) for b in _backends_from_env(env, connect, read))
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(
             "RELAY_CONFIG backends must be a table of named backends, e.g. [backends.local]"
@@ -97,6 +109,12 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
             )
         if "url" not in table:
             raise ConfigError(f"{where}.url is required")
+        # `url` is one host, or a list of hosts to balance over and fail over between.
+        check = _dify_url if kind == "dify" else _url
+        raw = table["url"] if isinstance(table["url"], list) else [table["url"]]
+        if not raw:
+            raise ConfigError(f"{where}.url must not be an empty list")
+        urls = tuple(check(f"{where}.url", u) for u in raw)
         apps = _dify_apps(where, table, env) if kind == "dify" else ()
         allow_caller_keys = _bool(
             f"{where}.allow_caller_keys", table.get("allow_caller_keys", False)
@@ -112,7 +130,21 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
             BackendSettings(
                 name=name,
                 type=kind,
-                url=(_dify_url if kind == "dify" else _url)(f"{where}.url", table["url"]),
+                url=urls[0],
+                urls=urls,
+                max_in_flight=_int(
+                    f"{where}.max_in_flight",
+                    table.get("max_in_flight", flow["max_in_flight"]),
+                    lo=0,
+                ),
+                max_queue=_int(
+                    f"{where}.max_queue", table.get("max_queue", flow["max_queue"]), lo=0
+                ),
+                queue_timeout=_float(
+                    f"{where}.queue_timeout",
+                    table.get("queue_timeout", flow["queue_timeout"]),
+                    lo=0.01,
+                ),
                 models=tuple(models),
                 apps=apps,
                 allow_caller_keys=allow_caller_keys,
@@ -134,10 +166,17 @@ def _backends_from_env(
     """The quick start: Ollama from OLLAMA_BASE_URL, one Dify app from DIFY_API_URL."""
     ollama_var = "OLLAMA_BASE_URL" if env.get("OLLAMA_BASE_URL") else "OLLAMA_API"
     ollama_url = env.get("OLLAMA_BASE_URL") or env.get("OLLAMA_API")
+    # Several Ollama hosts may be given, comma-separated: balanced, with failover.
+    hosts = tuple(
+        _url(ollama_var, u)
+        for u in (ollama_url or "http://localhost:11434").split(",")
+        if u.strip()
+    )
     ollama = BackendSettings(
         name="ollama",
         type="ollama",
-        url=_url(ollama_var, ollama_url or "http://localhost:11434"),
+        url=hosts[0],
+        urls=hosts,
         connect_timeout=connect,
         read_timeout=read,
     )

@@ -16,6 +16,12 @@ def health() -> dict[str, str]:
 
 @bp.get("/ready")
 def ready() -> tuple[dict[str, object], int]:
-    report = gateway().router.check_all()
+    gw = gateway()
+    report: dict[str, dict[str, object]] = {
+        name: {**state, **gw.gates.report(name)} for name, state in gw.router.check_all().items()
+    }
+    for backend in gw.router.backends:
+        if len(backend.hosts.urls) > 1:
+            report[backend.name]["hosts"] = backend.hosts.report()
     ok = all(b["status"] == "ok" for b in report.values())
     return {"status": "ok" if ok else "unavailable", "backends": report}, 200 if ok else 503

@@ -122,7 +122,7 @@ class _Pump:
     def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
         self.queue: queue.Queue[object] = queue.Queue(maxsize=8)  # backpressure on the upstream
         self.stopped = threading.Event()
-        self.upstreams: list[Any] = []  # requests.Response objects
+        self.upstreams = cutoff.Watch()
         self.thread = threading.Thread(target=self._run, args=(start,), daemon=True)
         self.thread.start()
 

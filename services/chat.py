@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import ExitStack
 
 from services.backends.base import Backend
 from services.errors import GatewayError
@@ -14,7 +15,8 @@ def complete(gw: Gateway, req: ChatRequest, ctx: CallContext) -> tuple[Backend, 
     """Run a whole chat turn on the backend that serves the model."""
     backend = gw.router.resolve(req.model, ctx)
     try:
-        return backend, backend.chat(req, ctx)
+        with gw.gates.slot(backend.name, ctx.key_name):
+            return backend, backend.chat(req, ctx)
     except GatewayError as e:
         e.backend = backend.name
         raise
@@ -25,21 +27,27 @@ def stream(
 ) -> tuple[Backend, Generator[ChatDelta, None, None]]:
     """Start a streamed turn; its first delta is pulled now so errors come before headers."""
     backend = gw.router.resolve(req.model, ctx)
-    deltas = backend.stream_chat(req, ctx)
+    hold = ExitStack()  # the backend's in-flight slot, held until the stream closes
     try:
-        first = next(deltas)
-    except StopIteration:
-        first = None
+        hold.enter_context(gw.gates.slot(backend.name, ctx.key_name))
+        deltas = backend.stream_chat(req, ctx)
+        try:
+            first = next(deltas)
+        except StopIteration:
+            first = None
+        except BaseException:
+            deltas.close()
+            raise
     except BaseException as e:
-        deltas.close()
+        hold.close()
         if isinstance(e, GatewayError):
             e.backend = backend.name
         raise
-    return backend, _primed(first, deltas)
+    return backend, _primed(first, deltas, hold)
 
 
 def _primed(
-    first: ChatDelta | None, rest: Generator[ChatDelta, None, None]
+    first: ChatDelta | None, rest: Generator[ChatDelta, None, None], hold: ExitStack
 ) -> Generator[ChatDelta, None, None]:
     # A plain generator (not itertools.chain) so close() reaches the upstream at once when the
     # client goes away (DESIGN §8.6).
@@ -49,3 +57,4 @@ def _primed(
         yield from rest
     finally:
         rest.close()
+        hold.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Generator
+from contextlib import ExitStack
 
 from services.backends.base import Backend
 from services.cached_chat import cacheable, result_from_dict
@@ -40,6 +41,13 @@ def _payload(req: CompletionRequest) -> dict[str, object]:
     }
 
 
+def _complete_all(
+    gw: Gateway, backend: Backend, req: CompletionRequest, ctx: CallContext
+) -> list[ChatResult]:
+    with gw.gates.slot(backend.name, ctx.key_name):
+        return [backend.complete_text(p, ctx) for p in req.prompts]
+
+
 def complete(
     gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
 ) -> tuple[Backend, list[ChatResult], str]:
@@ -49,7 +57,7 @@ def complete(
     results, status = gw.cache.run(
         lambda: cache_key("completions", policy.tenant, backend.name, _payload(req)),
         cacheable(backend, ctx, policy),
-        lambda: [backend.complete_text(p, ctx) for p in req.prompts],
+        lambda: _complete_all(gw, backend, req, ctx),
         COMPLETIONS_CODEC,
     )
     return backend, results, status
@@ -61,13 +69,19 @@ def stream(
     """Start streaming the prompts; the first delta is pulled now so errors come before headers."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    first = backend.stream_text(req.prompts[0], ctx)
+    hold = ExitStack()  # the backend's in-flight slot, held until the stream closes
     try:
-        head = next(first, None)
+        hold.enter_context(gw.gates.slot(backend.name, ctx.key_name))
+        first = backend.stream_text(req.prompts[0], ctx)
+        try:
+            head = next(first, None)
+        except BaseException:
+            first.close()
+            raise
     except BaseException:
-        first.close()
+        hold.close()
         raise
-    return backend, _run(backend, req, ctx, head, first)
+    return backend, _run(backend, req, ctx, head, first, hold)
 
 
 def _run(
@@ -76,6 +90,7 @@ def _run(
     ctx: CallContext,
     head: ChatDelta | None,
     current: Generator[ChatDelta, None, None],
+    hold: ExitStack,
 ) -> Generator[tuple[int, ChatDelta], None, None]:
     # A plain generator with finally, so close() reaches the upstream at once when the client
     # goes away (DESIGN §8.6).
@@ -91,3 +106,4 @@ def _run(
                 yield index, delta
     finally:
         current.close()
+        hold.close()

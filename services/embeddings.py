@@ -25,6 +25,13 @@ def _decode(raw: bytes) -> EmbeddingResult:
 EMBEDDING_CODEC = Codec(_encode, _decode, lambda _result: True)
 
 
+def _embed(
+    gw: Gateway, backend: Backend, req: EmbeddingRequest, ctx: CallContext
+) -> EmbeddingResult:
+    with gw.gates.slot(backend.name, ctx.key_name):
+        return backend.embed(req, ctx)
+
+
 def _payload(req: EmbeddingRequest) -> dict[str, object]:
     return {k: v for k, v in dataclasses.asdict(req).items() if k != "user"}
 
@@ -38,7 +45,7 @@ def embed(
     result, status = gw.cache.run(
         lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
         cacheable(backend, ctx, policy),
-        lambda: backend.embed(req, ctx),
+        lambda: _embed(gw, backend, req, ctx),
         EMBEDDING_CODEC,
     )
     return backend, result, status

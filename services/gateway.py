@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from config import Settings
 from services.backends import build_backends
+from services.backpressure import Gate, Gates
 from services.images import ImageLoader
 from services.keys import KeyStore
 from services.kv_store import StoreFactory
@@ -26,6 +28,7 @@ class Gateway:
     # Keys, limits and reply cache (issue 4)
     cache: ReplyCache
     redis: RedisLink | None = None
+    gates: Gates = field(default_factory=lambda: Gates({}))
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -33,6 +36,7 @@ def build_gateway(settings: Settings) -> Gateway:
     images = ImageLoader(settings)
     redis = connect(settings.redis)
     stores = StoreFactory(redis)
+    metrics = Metrics(settings.metrics_dir)
     # A request waits for an identical one in flight at most as long as a backend may take.
     wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     return Gateway(
@@ -45,9 +49,35 @@ def build_gateway(settings: Settings) -> Gateway:
             source=settings.config_file,
         ),
         responses=ResponseStore(stores.make("responses", settings.response_ttl)),
-        metrics=Metrics(settings.metrics_dir),
+        metrics=metrics,
         cache=build_cache(
             settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
         ),
         redis=redis,
+        gates=_gates(settings, metrics),
+    )
+
+
+def _gates(settings: Settings, metrics: Metrics) -> Gates:
+    """A backpressure gate for each backend with a limit, reporting to the metrics."""
+
+    def reporter(name: str) -> Callable[[int, int], None]:
+        def report(in_flight: int, queued: int) -> None:
+            metrics.backend_in_flight.labels(name).set(in_flight)
+            metrics.backend_queued.labels(name).set(queued)
+
+        return report
+
+    return Gates(
+        {
+            b.name: Gate(
+                f"{b.type.capitalize()} backend '{b.name}'",
+                b.max_in_flight,
+                b.max_queue,
+                b.queue_timeout,
+                reporter(b.name),
+            )
+            for b in settings.backends
+            if b.max_in_flight > 0
+        }
     )

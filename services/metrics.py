@@ -70,6 +70,20 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.backend_in_flight = Gauge(
+            "relay_backend_in_flight",
+            "Requests in flight to a backend with a limit.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.backend_queued = Gauge(
+            "relay_backend_queued",
+            "Requests waiting for a slot of a backend with a limit.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.streams = Gauge(
             "relay_streams_in_flight",
             "Streams being sent right now.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from config import BackendSettings, Settings
 from services.backends import cutoff
+from services.backends.hosts import HostPool, label
 from services.errors import (
     GatewayError,
     UnsupportedError,
@@ -50,6 +52,7 @@ class Backend:
     ) -> None:
         self.name = settings.name
         self.url = settings.url
+        self.hosts = HostPool(settings.urls or (settings.url,))
         self.model_patterns = settings.models
         self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
@@ -140,23 +143,48 @@ class Backend:
         keep_errors: bool = False,  # return 4xx/5xx answers as they are (pass-through)
         **extra: Any,  # headers, data, files, params: passed on to requests
     ) -> requests.Response:
-        """Send one request; map transport failures and non-2xx answers to GatewayErrors."""
-        try:
-            resp = self.session.request(
-                method,
-                path if path.startswith(("http://", "https://")) else self.url + path,
-                json=json,
-                stream=stream,
-                timeout=timeout or self.timeout,
-                **extra,
-            )
-        except requests.Timeout:
-            raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None
-        except requests.ConnectionError as e:
-            logger.warning("{} unreachable: {}", self.title, type(e).__name__)
-            raise UpstreamUnavailableError(f"{self.title} cannot be reached.") from None
-        except requests.RequestException as e:
-            raise UpstreamError(f"{self.title} request failed: {type(e).__name__}.") from None
+        """Send one request; map transport failures and non-2xx answers to GatewayErrors.
+
+        With several hosts, a request that could not reach one (nothing was sent to it, so
+        retrying is safe) or that one refused as busy (503) goes to the next, after a short
+        back-off. Nothing is retried once a host has the request: a read timeout is a 504.
+        """
+        absolute = path.startswith(("http://", "https://"))
+        hosts = [""] if absolute else self.hosts.order()
+        for attempt, host in enumerate(hosts):
+            last = attempt == len(hosts) - 1
+            if attempt:
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            try:
+                resp = self.session.request(
+                    method,
+                    host + path,
+                    json=json,
+                    stream=stream,
+                    timeout=timeout or self.timeout,
+                    **extra,
+                )
+            except (requests.ConnectTimeout, requests.ConnectionError) as e:
+                if not absolute:
+                    self.hosts.failed(host)
+                logger.warning(
+                    "{} host {} unreachable: {}", self.title, label(host or path), type(e).__name__
+                )
+                if not last:
+                    continue
+                if isinstance(e, requests.ConnectTimeout):
+                    raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None
+                raise UpstreamUnavailableError(f"{self.title} cannot be reached.") from None
+            except requests.Timeout:
+                raise UpstreamTimeoutError(f"{self.title} did not answer in time.") from None
+            except requests.RequestException as e:
+                raise UpstreamError(f"{self.title} request failed: {type(e).__name__}.") from None
+            if not absolute and self.hosts.succeeded(host):
+                logger.warning("{} host {} is back", self.title, label(host))
+            if resp.status_code == 503 and not last and not keep_errors:
+                resp.close()  # busy: the request was refused, so another host may take it
+                continue
+            break
         if resp.status_code >= 400 and not keep_errors:
             try:
                 raise self._error_from_response(resp)

@@ -15,10 +15,19 @@ from contextvars import ContextVar
 
 import requests
 
-_WATCHED: ContextVar[list[requests.Response] | None] = ContextVar("relay_upstreams", default=None)
+
+class Watch:
+    """The streamed replies one stream opened; once cut, later ones are cut as they open."""
+
+    def __init__(self) -> None:
+        self.replies: list[requests.Response] = []
+        self.is_cut = False
 
 
-def watch(replies: list[requests.Response]) -> None:
+_WATCHED: ContextVar[Watch | None] = ContextVar("relay_upstreams", default=None)
+
+
+def watch(replies: Watch) -> None:
     """Record every streamed reply this context (thread or greenlet) opens from now on."""
     _WATCHED.set(replies)
 
@@ -26,16 +35,23 @@ def watch(replies: list[requests.Response]) -> None:
 def opened(reply: requests.Response) -> None:
     watched = _WATCHED.get()
     if watched is not None:
-        watched.append(reply)
+        watched.replies.append(reply)
+        if watched.is_cut:  # the client left while this request waited (queue, retry, ...)
+            _shut(reply)
 
 
-def cut(replies: list[requests.Response]) -> None:
-    """Shut down the sockets of replies still being read; finished ones are left alone."""
-    for reply in replies:
-        sock = _socket_of(reply)
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                sock.shutdown(socket.SHUT_RDWR)
+def cut(replies: Watch) -> None:
+    """Shut down the sockets of replies still being read, and of any opened from now on."""
+    replies.is_cut = True
+    for reply in replies.replies:
+        _shut(reply)
+
+
+def _shut(reply: requests.Response) -> None:
+    sock = _socket_of(reply)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _socket_of(reply: requests.Response) -> socket.socket | None:
