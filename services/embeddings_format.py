@@ -38,7 +38,8 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
     req = EmbeddingRequest(
         model=model,
         inputs=_parse_input(body.get("input")),
-        dimensions=opt_int(body, "dimensions", lo=1),
+        # Embedding models stay far below this; it keeps a typo from asking for gigabytes.
+        dimensions=opt_int(body, "dimensions", lo=1, hi=65_536),
         user=user if isinstance(user, str) and user else None,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )

@@ -298,12 +298,15 @@ def opt_bool(body: Mapping[str, Any], name: str) -> bool | None:
     return v
 
 
-def opt_int(body: Mapping[str, Any], name: str, lo: int | None = None) -> int | None:
+def opt_int(
+    body: Mapping[str, Any], name: str, lo: int | None = None, hi: int | None = None
+) -> int | None:
     v = body.get(name)
     if v is None:
         return None
-    if not_int(v) or (lo is not None and v < lo):
+    if not_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
         more = f" of at least {lo}" if lo is not None else ""
+        more += f" and at most {hi}" if hi is not None else ""
         raise InvalidRequestError(f"'{name}' must be an integer{more}.", param=name)
     return v  # type: ignore[no-any-return]
 

@@ -85,3 +85,16 @@ def test_unknown_model_is_a_404_from_ollama(client):
         client.embeddings.create(model="nomic-embed-text", input="x")
     assert e.value.code == "model_not_found" and e.value.param == "model"
     assert "not found, try pulling it first" in e.value.message
+
+
+def test_absurd_dimensions_are_a_400(gateway):
+    import requests
+
+    from tests.conftest import API_KEY
+
+    resp = requests.post(
+        gateway.url + "/v1/embeddings",
+        json={"model": "nomic-embed-text", "input": "x", "dimensions": 2_000_000_000},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "dimensions"
