@@ -181,11 +181,17 @@ def test_truncated_ndjson_line_ends_the_stream_with_an_error(fgw, fake: AnyModel
 # --- keep-alive -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/completions"])
 def test_keepalive_comments_flow_before_the_first_token(fgw, fake: AnyModelOllama, path):
     thinking = fake.silent("thinker", content=["Deep", " thought"])
     body = {"model": "thinker", "stream": True}
-    body.update({"input": "Hi"} if path == "/v1/responses" else {"messages": USER})
+    body.update(
+        {"input": "Hi"}
+        if path == "/v1/responses"
+        else {"prompt": "Hi"}
+        if path == "/v1/completions"
+        else {"messages": USER}
+    )
     with requests.post(
         fgw.url + path, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, stream=True
     ) as resp:
@@ -200,6 +206,10 @@ def test_keepalive_comments_flow_before_the_first_token(fgw, fake: AnyModelOllam
         raw = (got + b"".join(chunks)).decode()
     if path == "/v1/responses":
         assert json.loads(last_data(raw))["response"]["output_text"] == "Deep thought"
+    elif path == "/v1/completions":
+        assert last_data(raw) == "[DONE]"
+        chunks = [json.loads(e[6:]) for e in events(raw)[:-1]]
+        assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "Deep thought"
     else:
         assert last_data(raw) == "[DONE]"
         deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in events(raw)[:-1]]

@@ -76,6 +76,12 @@ class AnyModelOllama(FakeOllama):
             script.speak.wait(60)
         return super().whole(model, script)
 
+    def generate_stream(self, model: str, script: Script, final: dict[str, Any]) -> Any:
+        if isinstance(script, SilentScript):
+            yield b""  # werkzeug sends the headers on the first write
+            script.speak.wait(60)
+        yield from super().generate_stream(model, script, final)
+
     def stream(self, model: str, script: Script) -> Any:
         self._count(running=1)
         try:
