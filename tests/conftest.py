@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from tests.fakes.dify import FakeDify
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -105,6 +106,14 @@ def ollama(fake_ollama: FakeOllama) -> FakeOllama:
     """The session's fake Ollama, with scripts and records cleared for this test."""
     fake_ollama.reset()
     return fake_ollama
+
+
+@pytest.fixture(scope="session")
+def fake_dify() -> Iterator[FakeDify]:
+    """A fake Dify server; tests reset it and add the apps they need."""
+    fake = FakeDify()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,6 @@ WRITER_KEY = "app-writer-key-1"
 CHAT_KEY = "app-chat-key-1"
 
 
-@pytest.fixture(scope="module")
-def fake_dify():
-    fake = FakeDify()
-    yield fake
-    fake.close()
-
-
 @pytest.fixture
 def dify(fake_dify: FakeDify) -> FakeDify:
     fake_dify.reset()

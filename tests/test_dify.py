@@ -26,13 +26,6 @@ ENV_NAMES = {app: "DIFY_KEY_" + app.upper().replace("-", "_") for app in KEYS}
 USER_KEY_NAME = "env-" + hashlib.sha256(API_KEY.encode()).hexdigest()[:8]
 
 
-@pytest.fixture(scope="module")
-def fake_dify():
-    fake = FakeDify()
-    yield fake
-    fake.close()
-
-
 @pytest.fixture
 def dify(fake_dify: FakeDify) -> FakeDify:
     """The fake Dify with a fresh app of every type for each test."""

@@ -25,13 +25,6 @@ KEPT = re.compile(r"\((?P<url>[^)]*/files/(?P<name>[A-Za-z0-9_-]{32}\.png))\)")
 
 
 @pytest.fixture(scope="module")
-def fake_dify():
-    fake = FakeDify()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(scope="module")
 def web():
     files = FakeFiles()
     yield files

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY, ROOT
-from tests.fakes.dify import FakeDify
 from tests.fakes.openai_upstream import PNG, Reply
 
 UPSTREAM_KEY = "sk-image-upstream-55aa"
@@ -75,13 +74,6 @@ PAINT_LINK = "/files/tools/cat.png?sign=s"
 @pytest.fixture(scope="module")
 def upstream(fake_openai_chat):
     return fake_openai_chat
-
-
-@pytest.fixture(scope="module")
-def fake_dify():
-    fake = FakeDify()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
