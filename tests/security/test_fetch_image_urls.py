@@ -44,7 +44,10 @@ def private_gateway(start_gateway, fake_ollama):
 
 
 def chat(gateway, url: str) -> requests.Response:
-    content = [{"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {"url": url}}]
+    content = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
     return requests.post(
         f"{gateway.url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {API_KEY}"},
