@@ -115,6 +115,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "DIFY_INPUT_VARIABLE": ("workflow/completion input that receives the user's text", "query"),
     "DIFY_OUTPUT_VARIABLE": ("workflow output that holds the answer", "auto"),
     "DIFY_ALLOW_CALLER_KEYS": ("let callers send their own X-Dify-Api-Key", "false"),
+    "DIFY_FILES_URL": (
+        "Dify's FILES_URL when another host serves its files (fetched like Dify's own)",
+        "unset",
+    ),
     "RELAY_CONVERSATION_TTL": (
         "seconds Relay remembers which Dify conversation a chat is",
         "86400",

@@ -53,6 +53,7 @@ class BackendSettings:
     read_timeout: float = 600.0
     apps: tuple[DifyAppSettings, ...] = ()  # Dify only
     allow_caller_keys: bool = False  # Dify only: callers may send X-Dify-Api-Key
+    files_url: str | None = None  # Dify only: its FILES_URL when another host serves its files
     api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
     api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
@@ -148,6 +149,9 @@ def _backends(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[BackendSe
                 models=tuple(models),
                 apps=apps,
                 allow_caller_keys=allow_caller_keys,
+                files_url=_optional_url(f"{where}.files_url", table.get("files_url"))
+                if kind == "dify"
+                else None,
                 **(_openai_options(where, table, env) if kind == "openai" else {}),
                 connect_timeout=_float(
                     f"{where}.connect_timeout", table.get("connect_timeout", connect), lo=0.01
@@ -204,6 +208,7 @@ def _backends_from_env(
         read_timeout=read,
         apps=(app,) if key else (),
         allow_caller_keys=allow,
+        files_url=_optional_url("DIFY_FILES_URL", env.get("DIFY_FILES_URL")),
     )
     return (dify, ollama) if ollama_url else (dify,)
 

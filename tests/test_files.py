@@ -39,10 +39,11 @@ def dify(fake_dify: FakeDify) -> FakeDify:
     return fake_dify
 
 
-def dify_env(tmp: Path, url: str, **extra: str) -> dict[str, str]:
+def dify_env(tmp: Path, url: str, files_url: str = "", **extra: str) -> dict[str, str]:
     config = tmp / "dify.toml"
+    files = f'files_url = "{files_url}"\n' if files_url else ""
     config.write_text(
-        f'[backends.dify]\ntype = "dify"\nurl = "{url}/v1"\n'
+        f'[backends.dify]\ntype = "dify"\nurl = "{url}/v1"\n{files}'
         '[backends.dify.apps.chatbot]\nkey_env = "CHAT_KEY"\nmode = "chat"\n'
         '[backends.dify.apps.painter]\nkey_env = "FLOW_KEY"\nmode = "workflow"\n'
     )
@@ -61,10 +62,11 @@ def files_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_gateway(start_gateway, fake_dify, files_dir, tmp_path_factory):
+def local_gateway(start_gateway, fake_dify, files_dir, web, tmp_path_factory):
     env = dify_env(
         tmp_path_factory.mktemp("cfg"),
         fake_dify.url,
+        files_url=web.url,  # Dify's FILES_URL on another host, serving signed file URLs
         RELAY_FILES_DIR=str(files_dir),
         RELAY_FILES_MAX_BYTES="1024",
     )

@@ -24,6 +24,7 @@ from services.errors import (
 )
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
+from services.outbound import FetchPolicy, FetchRefusedError, fetch_guarded, shown_url
 from services.types import (
     CallContext,
     ChatDelta,
@@ -53,6 +54,8 @@ class Backend:
         self.name = settings.name
         self.url = settings.url
         self.hosts = HostPool(settings.urls or (settings.url,))
+        # The operator's own upstream origins: links there are fetched even on private networks.
+        self.own_origins = FetchPolicy.origins(settings.urls or (settings.url,))
         self.model_patterns = settings.models
         self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
@@ -211,15 +214,27 @@ class Backend:
                 raise UpstreamTimeoutError(f"{self.title} stopped sending in time.") from None
             raise UpstreamError(f"{self.title} dropped the connection mid-reply.") from None
 
-    def _download_b64(self, url: str) -> str:
-        """Fetch a file the backend handed out (e.g. a generated image) as base64 text."""
-        with self._send("GET", url, stream=True) as resp:
-            data = b"".join(self._iter_body(resp))
-        if len(data) > self.images.max_bytes:
-            raise UpstreamError(
-                f"{self.title} sent a file larger than {self.images.max_bytes} bytes."
+    def _download_image_b64(self, url: str, policy: FetchPolicy) -> str:
+        """Fetch an image the backend handed out as base64 text, through the guarded fetcher.
+
+        Only image/* answers within the image size cap are taken, redirects are not followed,
+        and the policy says which hosts may be asked (services/outbound.py).
+        """
+        try:
+            fetched = fetch_guarded(
+                url,
+                policy,
+                max_bytes=self.images.max_bytes,
+                timeout=self.timeout,
+                accept=lambda kind: kind.startswith("image/"),
+                total_seconds=max(self.timeout[0], 30.0),
             )
-        return base64.b64encode(data).decode()
+        except FetchRefusedError as e:
+            logger.warning("{}: image {} not downloaded: {}", self.title, shown_url(url), e)
+            raise UpstreamError(
+                f"{self.title} handed out an image Relay does not download."
+            ) from None
+        return base64.b64encode(fetched.data).decode()
 
     def _json(self, resp: requests.Response) -> Any:
         try:

@@ -25,7 +25,7 @@ from config import BackendSettings, DifyAppSettings, Settings
 from services.backends.base import Backend
 from services.backends.dify_conversations import history_key, transcript
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
-from services.backends.dify_files import file_keeper
+from services.backends.dify_files import DifyFileHosts, file_keeper
 from services.backends.dify_images import image_urls, workflow_inputs
 from services.errors import (
     AuthenticationError,
@@ -40,6 +40,7 @@ from services.errors import (
 from services.file_store import build_lasting_files
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
+from services.outbound import FetchPolicy
 from services.sse import iter_sse_json
 from services.types import (
     REPLACE_SEPARATOR,
@@ -95,6 +96,10 @@ class DifyBackend(Backend):
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()
         self.lasting = build_lasting_files(shared)  # None unless lasting files are on
+        # Where Relay may fetch this backend's files from: Dify itself and its FILES_URL.
+        self.file_hosts = DifyFileHosts(
+            own=self.own_origins, files=FetchPolicy.origins([settings.files_url])
+        )
 
     def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=name, created=self.created, owned_by=self.name) for name in self.apps]
@@ -181,7 +186,8 @@ class DifyBackend(Backend):
             except ValueError:
                 raise UpstreamError(f"{self._app_title(app)} sent a malformed event.") from None
         if req.response_format == "b64_json":
-            return [GeneratedImage(b64_json=self._download_b64(url)) for url in urls]
+            policy = self.file_hosts.policy
+            return [GeneratedImage(b64_json=self._download_image_b64(u, policy)) for u in urls]
         keep = self._file_keeper(ctx)
         return [GeneratedImage(url=keep(url, "") if keep else url) for url in urls]
 
@@ -400,9 +406,7 @@ class DifyBackend(Backend):
         return UpstreamError(f"{self.title} failed (HTTP {status}): {detail}")
 
     def _file_keeper(self, ctx: CallContext) -> Callable[[str, str], str] | None:
-        return file_keeper(
-            self.session, self.lasting, ctx, self.title, self.timeout[0], self.origin
-        )
+        return file_keeper(self.lasting, ctx, self.title, self.timeout[0], self.file_hosts)
 
     def _app_title(self, app: DifyAppSettings) -> str:
         return f"Dify app '{app.name}' of backend '{self.name}'"

@@ -22,6 +22,7 @@ from services.errors import GatewayError, ModelNotFoundError, RateLimitError, Up
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
 from services.ndjson import loads
+from services.outbound import FetchPolicy
 from services.responses_convert import (
     ResponsesStreamReader,
     chat_to_responses,
@@ -185,7 +186,9 @@ class OpenAICompatBackend(Backend):
                 continue
             url, b64 = item.get("url"), item.get("b64_json")
             if req.response_format == "b64_json" and not b64 and isinstance(url, str):
-                b64 = self._download_b64(url)
+                # Its own hosts' links are trusted; links elsewhere only to public hosts.
+                policy = FetchPolicy(self.own_origins, allow_private=self.images.allow_private)
+                b64 = self._download_image_b64(url if "://" in url else self.url + url, policy)
             images.append(
                 GeneratedImage(
                     url=url if isinstance(url, str) and not b64 else None,
