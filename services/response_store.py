@@ -2,8 +2,10 @@
 
 Each record keeps who stored it (the key's name): only that key may read, continue or delete it.
 Each record holds its whole conversation (every earlier turn too), so continuing never depends
-on an older record still being there; what bounds memory is a cap on one conversation's bytes
-and the store's byte budgets (docs/threat-model/memory.md).
+on an older record still being there. What bounds memory: continuing a conversation whose
+history is over a cap in bytes is refused (responses.py), and the store's byte budgets hold at
+most so many bytes per key and per worker, a record larger than its key's budget not at all
+(docs/threat-model/memory.md).
 """
 
 from __future__ import annotations
@@ -31,15 +33,13 @@ class ResponseStore:
         record = json.loads(raw) if raw else None
         return record if record and record.get("owner") == owner else None
 
-    def fits(self, messages: Sequence[Any]) -> bool:
-        """Tell whether a conversation of these messages could be stored at all."""
+    def may_continue(self, messages: Sequence[Any]) -> bool:
+        """Tell whether a conversation of these messages is short enough to grow and store."""
         return serialized_size(list(messages)) <= self.max_conversation_bytes
 
     def put(self, response_id: str, owner: str, record: dict[str, Any]) -> bool:
-        """Store a record; False when it is over the conversation cap or the owner's budget."""
+        """Store a record; False when it is larger than the owner's whole budget."""
         raw = json.dumps({**record, "owner": owner}, ensure_ascii=False, separators=(",", ":"))
-        if len(raw.encode()) > self.max_conversation_bytes:
-            return False
         return self.store.put(response_id, raw, owner)
 
     def delete(self, response_id: str, owner: str) -> bool:

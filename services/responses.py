@@ -90,7 +90,7 @@ def _chat_request(
         history = tuple(record["history"])
         # Each stored turn holds the whole conversation: refuse to grow one past the cap
         # rather than store ever larger records (store=false may still continue it).
-        if rreq.store and not gw.responses.fits([*history, *rreq.messages]):
+        if rreq.store and not gw.responses.may_continue([*history, *rreq.messages]):
             raise InvalidRequestError(
                 "The conversation is too long to store: continuing it from "
                 f"'{rreq.previous_response_id}' would exceed "
@@ -113,6 +113,6 @@ def _store(
         return
     turn = [*history, *rreq.messages, assistant_message(response["output"])]
     if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
-        # Too large for the conversation cap or the key's budget: a later previous_response_id
-        # or GET of this id gets the usual 404.
+        # Larger than the key's whole budget: a later previous_response_id or GET of this id
+        # gets the usual 404 (docs/threat-model/memory.md).
         logger.warning("response {} not stored: larger than its byte budget", response["id"])
