@@ -75,7 +75,7 @@ class Settings:
     # Stored Responses are bounded in bytes (docs/threat-model/memory.md).
     responses_max_bytes: int = 64 * MIB  # per worker, in memory
     responses_max_bytes_per_key: int = 16 * MIB
-    responses_max_conversation_bytes: int = 4 * MIB  # one stored response with its history
+    responses_max_conversation_bytes: int = 4 * MIB  # history a stored turn may continue from
     keepalive_seconds: float = 15.0  # SSE comment interval during upstream silences; 0: off
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -156,7 +156,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "16777216",
     ),
     "RELAY_RESPONSES_MAX_CONVERSATION_BYTES": (
-        "largest stored conversation (a response with its whole history); 400 past it",
+        "largest stored history previous_response_id may continue (400 past it)",
         "4194304",
     ),
     "RELAY_MAX_IN_FLIGHT": ("requests in flight per backend before queueing; 0 for no limit", "0"),
