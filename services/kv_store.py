@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.byte_lru import ENTRY_OVERHEAD as OVERHEAD
 from services.byte_lru import ByteLRU
 from services.redis_client import RedisError, RedisLink
 
@@ -54,11 +55,15 @@ class MemoryStore:
 
 # Store an entry and charge it to its owner; evict the owner's oldest entries (and forget
 # expired ones) until the owner's bytes fit the budget. KEYS: the entry, the owner's index
-# (entry key -> time written) and the owner's sizes (entry key -> bytes).
-# ARGV: value, ttl ms, now ms, budget bytes. Returns 0 when the value alone exceeds the budget.
+# (entry key -> time written) and the owner's sizes (entry key -> bytes, and their "total").
+# ARGV: value, ttl ms, now ms, budget bytes, overhead bytes charged per entry.
+# Returns 0 when the value alone exceeds the budget (and stores nothing).
 _PUT_CHARGED = """
-local size, ttl, now, budget = #ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, now, budget = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local size = #ARGV[1] + #KEYS[1] + tonumber(ARGV[5])
 local function forget(k)
+  local charged = redis.call('HGET', KEYS[3], k)
+  if charged then redis.call('HINCRBY', KEYS[3], 'total', -tonumber(charged)) end
   redis.call('ZREM', KEYS[2], k)
   redis.call('HDEL', KEYS[3], k)
   redis.call('DEL', k)
@@ -66,20 +71,27 @@ end
 forget(KEYS[1])
 for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do forget(k) end
 if size > budget then return 0 end
-local total = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[3])) do total = total + tonumber(v) end
-while total + size > budget do
+while tonumber(redis.call('HGET', KEYS[3], 'total') or '0') + size > budget do
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
   if not oldest then break end
-  total = total - tonumber(redis.call('HGET', KEYS[3], oldest) or '0')
   forget(oldest)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('ZADD', KEYS[2], now, KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], size)
+redis.call('HINCRBY', KEYS[3], 'total', size)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
+"""
+
+# Delete an entry and give its bytes back to its owner. KEYS as above. Returns 1 if it existed.
+_DELETE_CHARGED = """
+local charged = redis.call('HGET', KEYS[3], KEYS[1])
+if charged then redis.call('HINCRBY', KEYS[3], 'total', -tonumber(charged)) end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('HDEL', KEYS[3], KEYS[1])
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -95,6 +107,7 @@ class RedisStore:
         self.per_owner = budget.max_bytes_per_owner
         self.fallback = MemoryStore(ttl, budget)
         self._put_charged = link.client.register_script(_PUT_CHARGED)
+        self._delete_charged = link.client.register_script(_DELETE_CHARGED)
 
     def _index(self, owner: str) -> list[str]:
         return [f"{self.prefix}owner:{owner}:index", f"{self.prefix}owner:{owner}:sizes"]
@@ -116,7 +129,7 @@ class RedisStore:
                     return True
                 keys = [self.prefix + key, *self._index(owner)]
                 now_ms = int(time.time() * 1000)
-                args: list[str | int] = [value, self.ttl * 1000, now_ms, self.per_owner]
+                args: list[str | int] = [value, self.ttl * 1000, now_ms, self.per_owner, OVERHEAD]
                 return bool(self._put_charged(keys=keys, args=args))
             except RedisError as e:
                 self.link.failed(e, f"writing {self.prefix}*")
@@ -125,12 +138,10 @@ class RedisStore:
     def delete(self, key: str, owner: str = "") -> bool:
         if self.link.usable():
             try:
-                index, sizes = self._index(owner)
-                pipe = self.link.client.pipeline()
-                pipe.delete(self.prefix + key)
-                pipe.zrem(index, self.prefix + key)
-                pipe.hdel(sizes, self.prefix + key)
-                return bool(pipe.execute()[0])
+                if self.per_owner is None:
+                    return bool(self.link.client.delete(self.prefix + key))
+                keys = [self.prefix + key, *self._index(owner)]
+                return bool(self._delete_charged(keys=keys))
             except RedisError as e:
                 self.link.failed(e, f"deleting {self.prefix}*")
         return self.fallback.delete(key)
