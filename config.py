@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOG_LEVELS", "BackendSettings", "ConfigError", "DifyAppSettings", "FileSettings"]
 VERSION = "0.1.0"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class Settings:
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
+    # Stored Responses are bounded in bytes (docs/threat-model/memory.md).
+    responses_max_bytes: int = 64 * MIB  # per worker, in memory
+    responses_max_bytes_per_key: int = 16 * MIB
+    responses_max_conversation_bytes: int = 4 * MIB  # history a stored turn may continue from
     keepalive_seconds: float = 15.0  # SSE comment interval during upstream silences; 0: off
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -146,6 +151,18 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_METRICS_ALLOW": ("addresses/networks that may read /metrics", "127.0.0.1,::1"),
     "RELAY_METRICS_TOKEN": ("admin token that also opens /metrics (Bearer)", "unset"),
     "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
+    "RELAY_RESPONSES_MAX_BYTES": (
+        "bytes of stored Responses a worker keeps in memory, least recently used out first",
+        "67108864",
+    ),
+    "RELAY_RESPONSES_MAX_BYTES_PER_KEY": (
+        "bytes of stored Responses one key may keep (in memory or Redis)",
+        "16777216",
+    ),
+    "RELAY_RESPONSES_MAX_CONVERSATION_BYTES": (
+        "largest stored history previous_response_id may continue (400 past it)",
+        "4194304",
+    ),
     "RELAY_MAX_IN_FLIGHT": ("requests in flight per backend before queueing; 0 for no limit", "0"),
     "RELAY_MAX_QUEUE": ("requests that may wait per backend beyond that (then 429)", "0"),
     "RELAY_QUEUE_TIMEOUT": ("seconds a queued request waits for a slot (then 503)", "30"),
@@ -171,6 +188,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_LIMITS_FAIL_OPEN": ("let requests through when the limit store is down", "true"),
     "RELAY_CACHE_TTL": ("seconds a reply stays in the reply cache; 0 turns the cache off", "300"),
     "RELAY_CACHE_MAX_ENTRIES": ("replies kept per worker by the in-process cache", "1024"),
+    "RELAY_CACHE_MAX_BYTES": (
+        "bytes of replies kept per worker by the in-process cache",
+        "67108864",
+    ),
+    "RELAY_CACHE_MAX_ENTRY_BYTES": ("largest reply the cache keeps (memory or Redis)", "1048576"),
     "REDIS_URL": ("Redis for limits, reply cache and in-flight sharing across workers", "unset"),
     "RELAY_REDIS_TIMEOUT": ("seconds to wait for Redis before treating it as down", "1"),
     "RELAY_KEEPALIVE_SECONDS": (
@@ -243,6 +265,24 @@ def _build(env: Mapping[str, str]) -> Settings:
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
         response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
+        responses_max_bytes=_int(
+            *pick("RELAY_RESPONSES_MAX_BYTES", server, "responses_max_bytes", 64 * MIB), lo=1024
+        ),
+        responses_max_bytes_per_key=_int(
+            *pick(
+                "RELAY_RESPONSES_MAX_BYTES_PER_KEY", server, "responses_max_bytes_per_key", 16 * MIB
+            ),
+            lo=1024,
+        ),
+        responses_max_conversation_bytes=_int(
+            *pick(
+                "RELAY_RESPONSES_MAX_CONVERSATION_BYTES",
+                server,
+                "responses_max_conversation_bytes",
+                4 * MIB,
+            ),
+            lo=1024,
+        ),
         keepalive_seconds=_float(
             *pick("RELAY_KEEPALIVE_SECONDS", server, "keepalive_seconds", 15.0), lo=0
         ),

@@ -60,6 +60,8 @@ class AccessSettings:
     limits_fail_open: bool = True
     cache_ttl: float = 300.0
     cache_max_entries: int = 1024
+    cache_max_bytes: int = 64 * 1024 * 1024  # per worker, in memory
+    cache_max_entry_bytes: int = 1024 * 1024  # one reply; larger ones are not cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,13 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
         cache_ttl=_float(*_pick(env, "RELAY_CACHE_TTL", cache, "ttl", 300.0), lo=0.0),
         cache_max_entries=_int(
             *_pick(env, "RELAY_CACHE_MAX_ENTRIES", cache, "max_entries", 1024), lo=1
+        ),
+        cache_max_bytes=_int(
+            *_pick(env, "RELAY_CACHE_MAX_BYTES", cache, "max_bytes", 64 * 1024 * 1024), lo=1024
+        ),
+        cache_max_entry_bytes=_int(
+            *_pick(env, "RELAY_CACHE_MAX_ENTRY_BYTES", cache, "max_entry_bytes", 1024 * 1024),
+            lo=1,
         ),
     )
 

@@ -10,10 +10,10 @@ from services.backends import build_backends
 from services.backpressure import Gate, Gates
 from services.images import ImageLoader
 from services.keys import KeyStore
-from services.kv_store import StoreFactory
+from services.kv_store import Budget, StoreFactory
 from services.metrics import Metrics
 from services.redis_client import RedisLink, connect
-from services.reply_cache import ReplyCache, build_cache
+from services.reply_cache import CacheLimits, ReplyCache, build_cache
 from services.response_store import ResponseStore
 from services.router import Router
 
@@ -48,13 +48,28 @@ def build_gateway(settings: Settings) -> Gateway:
             defaults=settings.access.limits,
             source=settings.config_file,
         ),
-        responses=ResponseStore(stores.make("responses", settings.response_ttl)),
+        responses=_responses(settings, stores),
         metrics=metrics,
-        cache=build_cache(
-            settings.access.cache_ttl, settings.access.cache_max_entries, redis, wait
-        ),
+        cache=build_cache(_cache_limits(settings), redis, wait),
         redis=redis,
         gates=_gates(settings, metrics),
+    )
+
+
+def _responses(settings: Settings, stores: StoreFactory) -> ResponseStore:
+    """Stored Responses, bounded in bytes per worker, per key and per conversation."""
+    budget = Budget(settings.responses_max_bytes, settings.responses_max_bytes_per_key)
+    store = stores.make("responses", settings.response_ttl, budget)
+    return ResponseStore(store, settings.responses_max_conversation_bytes)
+
+
+def _cache_limits(settings: Settings) -> CacheLimits:
+    access = settings.access
+    return CacheLimits(
+        access.cache_ttl,
+        access.cache_max_entries,
+        access.cache_max_bytes,
+        access.cache_max_entry_bytes,
     )
 
 

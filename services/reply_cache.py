@@ -23,6 +23,13 @@ from services.redis_client import RedisError, RedisLink
 T = TypeVar("T")
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 POLL = 0.02  # seconds between looks at Redis while an identical request is in flight
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
+ENTRY_OVERHEAD = 256  # bytes charged per in-memory entry beyond its value: key and bookkeeping
+
+
+def _entry_cost(value: bytes) -> int:
+    return len(value) + ENTRY_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +78,22 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """One worker's TTLCache; cachetools is not thread-safe, so every access takes the lock."""
+    """One worker's TTLCache, bounded in entries and in bytes (each entry charged its length).
 
-    def __init__(self, ttl: float, max_entries: int, lock: threading.Lock) -> None:
-        self._cache: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl)
+    cachetools is not thread-safe, so every access takes the lock.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int,
+        lock: threading.Lock,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self._cache: TTLCache[str, bytes] = TTLCache(
+            maxsize=max_bytes, ttl=ttl, getsizeof=_entry_cost
+        )
+        self._max_entries = max_entries
         self._lock = lock
         self._running: dict[str, threading.Event] = {}
 
@@ -84,6 +103,11 @@ class MemoryStore:
 
     def put(self, key: str, value: bytes) -> None:
         with self._lock:
+            if _entry_cost(value) > self._cache.maxsize:
+                return  # cachetools would raise; the caller's cap normally stops it first
+            self._cache.pop(key, None)
+            while len(self._cache) >= self._max_entries:
+                self._cache.popitem()  # the least recently used
             self._cache[key] = value
 
     def claim(self, key: str) -> bool:
@@ -134,8 +158,15 @@ class RedisStore:
 
 
 class ReplyCache:
-    def __init__(self, store: Store | None, link: RedisLink | None, wait: float) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        link: RedisLink | None,
+        wait: float,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    ) -> None:
         self.store = store  # None: the cache is off
+        self.max_entry_bytes = max_entry_bytes  # one huge reply must not evict everything else
         self._link = link
         self._wait = wait  # longest a request waits for an identical one in flight
 
@@ -162,8 +193,8 @@ class ReplyCache:
             return None
 
     def put(self, key: str, value: bytes) -> None:
-        """Store an entry; a store that is down is skipped."""
-        if not self._usable():
+        """Store an entry; a store that is down, or an entry over the size cap, is skipped."""
+        if not self._usable() or len(value) > self.max_entry_bytes:
             return
         assert self.store is not None
         try:
@@ -224,10 +255,22 @@ class ReplyCache:
             self._failed(e)
 
 
-def build_cache(ttl: float, max_entries: int, link: RedisLink | None, wait: float) -> ReplyCache:
+@dataclass(frozen=True, slots=True)
+class CacheLimits:
+    """How long entries live and how much the cache may hold."""
+
+    ttl: float
+    max_entries: int  # per worker, in memory
+    max_bytes: int  # per worker, in memory; with Redis, Redis's maxmemory bounds the cache
+    max_entry_bytes: int  # one reply, in memory or Redis
+
+
+def build_cache(limits: CacheLimits, link: RedisLink | None, wait: float) -> ReplyCache:
     """Build the reply cache: off when ttl is 0, in Redis when linked, else in this worker."""
-    if ttl <= 0:
-        return ReplyCache(None, link, wait)
+    cap = min(limits.max_entry_bytes, limits.max_bytes)
+    if limits.ttl <= 0:
+        return ReplyCache(None, link, wait, cap)
     if link is not None:
-        return ReplyCache(RedisStore(link, ttl, lease=wait), link, wait)
-    return ReplyCache(MemoryStore(ttl, max_entries, threading.Lock()), None, wait)
+        return ReplyCache(RedisStore(link, limits.ttl, lease=wait), link, wait, cap)
+    store = MemoryStore(limits.ttl, limits.max_entries, threading.Lock(), limits.max_bytes)
+    return ReplyCache(store, None, wait, cap)

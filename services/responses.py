@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from loguru import logger
+
 from services import chat
-from services.errors import NotFoundError
+from services.errors import InvalidRequestError, NotFoundError
 from services.gateway import Gateway
 from services.openai_format import parse_chat_request
 from services.openai_render import StreamStats
@@ -86,6 +88,17 @@ def _chat_request(
                 param="previous_response_id",
             )
         history = tuple(record["history"])
+        # Each stored turn holds the whole conversation: refuse to grow one past the cap
+        # rather than store ever larger records (store=false may still continue it).
+        if rreq.store and not gw.responses.may_continue([*history, *rreq.messages]):
+            raise InvalidRequestError(
+                "The conversation is too long to store: continuing it from "
+                f"'{rreq.previous_response_id}' would exceed "
+                f"{gw.responses.max_conversation_bytes} bytes. Start a new conversation, "
+                "or send store=false.",
+                param="previous_response_id",
+                code="conversation_too_long",
+            )
     return history, parse_chat_request(rreq.chat_body(history))
 
 
@@ -99,4 +112,7 @@ def _store(
     if not rreq.store or response["status"] == "failed":
         return
     turn = [*history, *rreq.messages, assistant_message(response["output"])]
-    gw.responses.put(response["id"], owner, {"history": turn, "response": response})
+    if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
+        # Larger than the key's whole budget: a later previous_response_id or GET of this id
+        # gets the usual 404 (docs/threat-model/memory.md).
+        logger.warning("response {} not stored: larger than its byte budget", response["id"])

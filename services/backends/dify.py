@@ -23,7 +23,12 @@ from loguru import logger
 
 from config import BackendSettings, DifyAppSettings, Settings
 from services.backends.base import Backend
-from services.backends.dify_conversations import history_key, transcript
+from services.backends.dify_conversations import (
+    CONVERSATION_MEMORY,
+    history_key,
+    rememberable,
+    transcript,
+)
 from services.backends.dify_events import CHAT_FAMILY, DifyStream
 from services.backends.dify_files import DifyFileHosts, file_keeper
 from services.backends.dify_images import image_urls, workflow_inputs
@@ -91,7 +96,9 @@ class DifyBackend(Backend):
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.apps = {app.name: app for app in settings.apps}
         # history digest -> Dify conversation id, shared by workers when Redis is configured
-        self.store = stores.make(f"dify:{self.name}:conversations", shared.conversation_ttl)
+        self.store = stores.make(
+            f"dify:{self.name}:conversations", shared.conversation_ttl, CONVERSATION_MEMORY
+        )
         self.created = int(time.time())
         self._modes: TTLCache[str, str] = TTLCache(maxsize=1024, ttl=3600)
         self._modes_lock = threading.Lock()
@@ -321,7 +328,9 @@ class DifyBackend(Backend):
     def _remember(
         self, call: _Call, req: ChatRequest, conversation: str | None, replies: set[str]
     ) -> None:
-        if call.mode not in CHAT_FAMILY or call.app.memory != "conversation" or not conversation:
+        if call.mode not in CHAT_FAMILY or call.app.memory != "conversation":
+            return
+        if not conversation or not rememberable(conversation):
             return
         for reply in replies:
             history = (*req.messages, _assistant(reply))

@@ -11,7 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from services.kv_store import Budget
 from services.types import Message
+
+# Entries are a 64-character digest and a conversation id, so a fixed budget holds about
+# 100,000 of them per worker; ids longer than Dify's UUIDs are not remembered at all.
+CONVERSATION_MEMORY = Budget(max_bytes=32 * 1024 * 1024)
+MAX_CONVERSATION_ID_CHARS = 128
+
+
+def rememberable(conversation_id: str) -> bool:
+    """Tell whether an upstream conversation id is sane enough to keep."""
+    return 0 < len(conversation_id) <= MAX_CONVERSATION_ID_CHARS
 
 
 def history_key(scope: str, messages: Sequence[Message]) -> str:
