@@ -46,11 +46,11 @@ def raw_path(environ: Mapping[str, Any]) -> str:
 def checked_path(environ: Mapping[str, Any], allowed: tuple[str, ...]) -> str:
     """Return the path under /v1 to forward (without the "/v1/"), or raise a 400 or 404."""
     raw = raw_path(environ)
-    decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-    if not raw.startswith(PREFIX) or raw != decoded:
+    mount = str(environ.get("SCRIPT_NAME", ""))  # gunicorn's SCRIPT_NAME, when mounted below /
+    if not raw.startswith(mount + PREFIX) or raw != mount + str(environ.get("PATH_INFO", "")):
         # Percent escapes, an absolute-form target, anything the server rewrote.
         raise InvalidRequestError(_refusal(raw), code="invalid_path")
-    rest = raw[len(PREFIX) :]
+    rest = raw[len(mount + PREFIX) :]
     segments = rest.split("/")
     for segment in segments:
         if not _SEGMENT.fullmatch(segment) or set(segment) == {"."}:

@@ -286,7 +286,9 @@ class OpenAICompatBackend(Backend):
             keep_errors=True,
             allow_redirects=False,
         )
-        reply_headers = _end_to_end(resp.headers.items(), _HOP_BY_HOP)
+        # The reply's organisation and project name the operator's account: not the caller's.
+        hidden = _HOP_BY_HOP | (_ACCOUNT_CHOICE if self.passthrough_auth == "gateway" else set())
+        reply_headers = _end_to_end(resp.headers.items(), hidden)
         return resp.status_code, reply_headers, self._raw_body(resp)
 
     def _raw_body(self, resp: requests.Response) -> Iterator[bytes]:

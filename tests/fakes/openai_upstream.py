@@ -123,7 +123,12 @@ class FakeOpenAI:
             return Response(
                 b"{}",
                 content_type="application/json",
-                headers={"Connection": "X-Upstream-Hop", "X-Upstream-Hop": "hop", "X-Kept": "1"},
+                headers={
+                    "Connection": "X-Upstream-Hop",
+                    "X-Upstream-Hop": "hop",
+                    "X-Kept": "1",
+                    "OpenAI-Organization": "org-operator",
+                },
             )
         if path == "/v1/files" and request.method == "POST":
             return self.json(

@@ -203,3 +203,19 @@ def test_operator_path_list_limits_pass_through(gw_listed, upstream):
     status, body = send_raw(gw_listed, b"/v1/audio/..%2Ffiles")
     assert_refused(status, body)
     assert forwarded(upstream) == ["/v1/moderations", "/v1/audio/speech"]
+
+
+def test_a_script_name_header_cannot_smuggle_a_path_upstream(gw, upstream):
+    # gunicorn takes SCRIPT_NAME from a header of trusted peers (loopback by default): the part
+    # it names is Relay's mount point and never goes upstream; the rest is judged as ever.
+    upstream.reset()
+    for target in (b"/v1/x/../v1/chat/completions", b"/v1/x/../v1/../admin"):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nSCRIPT_NAME: /v1/x/..\r\n"
+                b"Authorization: Bearer " + API_KEY.encode() + b"\r\nConnection: close\r\n\r\n"
+            )
+            resp = http.client.HTTPResponse(sock)
+            resp.begin()
+            assert resp.status in (400, 404), resp.read()
+    assert forwarded(upstream) == []

@@ -177,11 +177,19 @@ def test_caller_mode_keeps_the_callers_own_account_choice(gw_caller, upstream):
     assert not {k.lower() for k in sent} & {k.lower() for k in SPOOFING}
 
 
-def test_reply_headers_named_in_connection_are_dropped(gw, upstream):
+def test_reply_headers_named_in_connection_and_the_operators_org_are_dropped(gw, upstream):
     upstream.reset()
     resp = requests.get(gw.url + "/v1/hop-headers", headers={"Authorization": f"Bearer {API_KEY}"})
     assert resp.status_code == 200
     assert resp.headers["X-Kept"] == "1"
+    assert "X-Upstream-Hop" not in resp.headers
+    assert "OpenAI-Organization" not in resp.headers
+
+
+def test_caller_mode_replies_keep_the_callers_org(gw_caller, upstream):
+    headers = {"X-Api-Key": API_KEY, "Authorization": f"Bearer {CALLERS_OWN}"}
+    resp = requests.get(gw_caller.url + "/v1/hop-headers", headers=headers)
+    assert resp.headers["OpenAI-Organization"] == "org-operator"
     assert "X-Upstream-Hop" not in resp.headers
 
 
