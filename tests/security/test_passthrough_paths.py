@@ -7,10 +7,13 @@ the gateway must see them as an attacker sends them (`curl --path-as-is`).
 from __future__ import annotations
 
 import http.client
+import json
+import re
 import socket
 
 import pytest
 
+import config
 from tests.conftest import API_KEY
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -80,8 +83,6 @@ def assert_refused(status: int, body: bytes, statuses: tuple[int, ...] = (400, 4
     assert status in statuses, (status, body)
     # Relay's envelope when Relay answered; the HTTP server may refuse a malformed line first.
     if body.startswith(b"{"):
-        import json
-
         error = json.loads(body)["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["type"] == "invalid_request_error"
@@ -219,3 +220,21 @@ def test_a_script_name_header_cannot_smuggle_a_path_upstream(gw, upstream):
             resp.begin()
             assert resp.status in (400, 404), resp.read()
     assert forwarded(upstream) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"audio/*"', "must be a list of paths or globs under /v1"),
+        ("[1]", "must be a list of paths or globs under /v1"),
+        ('["audio/*", "/"]', "has an empty path"),
+    ],
+)
+def test_a_bad_path_list_stops_start_up(tmp_path, upstream, value, message):
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\n'
+        f"passthrough = true\npassthrough_paths = {value}\n"
+    )
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "RELAY_ENV_FILE": ""})

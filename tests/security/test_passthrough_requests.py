@@ -19,6 +19,7 @@ CALLERS_OWN = "sk-callers-own-openai-key"
 LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
 OTHER = "sk-relay-other-key-0003"
 REVOKED = "sk-relay-revoked-key-0004"
+COMMA = "sk-relay,comma-key-0005"  # a key may hold a comma: it must not hide in a "list"
 MAX_BODY = 4096
 
 
@@ -40,7 +41,8 @@ def _start(start_gateway, upstream, tmp_path_factory, auth: str):
         f'models = ["gpt-*"]\npassthrough = true\npassthrough_auth = "{auth}"\n\n'
         f'[keys.limited]\nhash = "{sha(LIMITED)}"\nmodels = ["gpt-test"]\n\n'
         f'[keys.other]\nhash = "{sha(OTHER)}"\n\n'
-        f'[keys.revoked]\nhash = "{sha(REVOKED)}"\nenabled = false\n'
+        f'[keys.revoked]\nhash = "{sha(REVOKED)}"\nenabled = false\n\n'
+        f'[keys.comma]\nhash = "{sha(COMMA)}"\n'
     )
     env = {
         "RELAY_CONFIG": str(path),
@@ -64,7 +66,7 @@ def gw_caller(start_gateway, upstream, tmp_path_factory):
 def relay_keys_seen(upstream) -> list[str]:
     """Every Relay key that turned up anywhere in what the upstream received."""
     everything = json.dumps([[r.raw_uri, r.headers, repr(r.body)] for r in upstream.requests])
-    return [k for k in (API_KEY, LIMITED, OTHER, REVOKED) if k in everything]
+    return [k for k in (API_KEY, LIMITED, OTHER, REVOKED, COMMA) if k in everything]
 
 
 def moderation(gw, headers: dict[str, str]) -> requests.Response:
@@ -86,6 +88,7 @@ def moderation(gw, headers: dict[str, str]) -> requests.Response:
         OTHER,
         f"Bearer {CALLERS_OWN}, Bearer {OTHER}",
         f"Basic x,{OTHER}",
+        f"Bearer {COMMA}",
     ],
 )
 def test_caller_mode_never_forwards_a_relay_key(gw_caller, upstream, authorization):
