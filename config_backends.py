@@ -59,6 +59,7 @@ class BackendSettings:
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
     passthrough: bool = False
     passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
+    passthrough_paths: tuple[str, ...] = ()  # globs under /v1 that may pass; empty: any
     urls: tuple[str, ...] = ()  # several hosts: balanced, with failover (url is the first)
     # Backpressure (services/backpressure.py): 0 in flight means no limit.
     max_in_flight: int = 0
@@ -266,7 +267,20 @@ def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]
             table.get("passthrough_auth", "gateway"),
             ("gateway", "caller"),
         ),
+        "passthrough_paths": _path_globs(
+            f"{where}.passthrough_paths", table.get("passthrough_paths", [])
+        ),
     }
+
+
+def _path_globs(name: str, value: Any) -> tuple[str, ...]:
+    """Pass-through path globs, relative to /v1 ("audio/*", "moderations")."""
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"{name} must be a list of paths or globs under /v1")
+    globs = tuple(p.strip().strip("/") for p in value)
+    if not all(globs):
+        raise ConfigError(f"{name} has an empty path")
+    return globs
 
 
 def _file_settings(env: Mapping[str, str]) -> FileSettings | None:

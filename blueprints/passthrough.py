@@ -1,33 +1,74 @@
 """Any other /v1 path (audio, moderations, files, ...) goes to an OpenAI-compatible upstream.
 
 Registered only when a backend has `passthrough = true`; still behind Relay's keys and limits.
+The path is forwarded exactly as checked (services/passthrough_paths.py), a JSON body's model
+is held to the key's model list, and no Relay key ever goes upstream.
 """
 
 from __future__ import annotations
 
+import io
+import re
+from typing import IO
+
 from flask import Blueprint, Response, g, request
 
 from blueprints import gateway
+from services.errors import InvalidRequestError
+from services.passthrough_body import check_json, is_json, read_bounded
+from services.passthrough_paths import checked_path
 
 bp = Blueprint("passthrough", __name__)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
+# A query string goes on as it came; it must still be one that needs no re-encoding.
+_QUERY = re.compile(r"[A-Za-z0-9._~:@+,=&%!$'()*;/?-]*")
+
 
 @bp.route("/<path:rest>", methods=METHODS)
 def forward(rest: str) -> Response:
-    backend = gateway().router.passthrough_backend()
-    # The caller's Authorization is its own upstream key, unless it carried Relay's key.
-    relay_key_there = g.get("key_in_authorization") and not gateway().keys.open
-    caller_auth = None if relay_key_there else request.headers.get("Authorization")
-    path = "/" + rest + (f"?{request.query_string.decode()}" if request.query_string else "")
-    has_body = request.content_length or request.headers.get("Transfer-Encoding")
-    status, headers, body = backend.forward(
-        request.method,
-        path,
-        request.headers,
-        request.stream if has_body else None,
-        request.content_length,
-        caller_auth,
+    gw = gateway()
+    backend = gw.router.passthrough_backend()
+    path = "/" + checked_path(request.environ, backend.passthrough_paths)
+    query = str(request.environ.get("QUERY_STRING", ""))
+    if not _QUERY.fullmatch(query):
+        raise InvalidRequestError("The query string has characters that must be escaped.")
+    if query:
+        path += "?" + query
+    body, length, model = _body()
+    status, headers, reply = backend.forward(
+        request.method, path, request.headers, body, length, _callers_own_auth()
     )
-    g.access.update(backend=backend.name, model="-", stream=True)
-    return Response(body, status=status, headers=headers)
+    g.access.update(backend=backend.name, model=model or "-", stream=True)
+    return Response(reply, status=status, headers=headers)
+
+
+def _body() -> tuple[IO[bytes] | None, int | None, str | None]:
+    """The body to forward, its length, and the model a JSON body names.
+
+    A JSON body (or one without a Content-Type, which some upstreams read as JSON) is read
+    whole, within RELAY_MAX_BODY_BYTES, and checked; any other body streams on unread.
+    """
+    if not (request.content_length or request.headers.get("Transfer-Encoding")):
+        return None, None, None
+    content_type = request.headers.get("Content-Type")
+    if content_type and not is_json(content_type):
+        return request.stream, request.content_length, None
+    data = read_bounded(request.stream, gateway().settings.max_body_bytes)
+    model = check_json(data, g.api_key)
+    return io.BytesIO(data), len(data), model
+
+
+def _callers_own_auth() -> str | None:
+    """The caller's Authorization, unless any part of it is a Relay key (of anyone)."""
+    value = request.headers.get("Authorization")
+    if not value:
+        return None
+    # The whole value, the token after the scheme, and each piece of a list (two headers
+    # joined by the server): a Relay key in any of them keeps the header back.
+    candidates = {value.strip(), value.strip().partition(" ")[2].strip()}
+    candidates.update(re.split(r"[\s,]+", value))
+    keys = gateway().keys
+    if any(keys.is_relay_key(part) for part in candidates if part):
+        return None
+    return value

@@ -135,6 +135,15 @@ class KeyStore:
             raise AuthenticationError("This API key has expired.")
         return found
 
+    def is_relay_key(self, secret: str) -> bool:
+        """Tell whether a secret is any key of this store, revoked and expired ones too."""
+        self._maybe_reload()
+        wanted = digest(secret)
+        found = False
+        for known, _key in self._entries:
+            found |= hmac.compare_digest(known, wanted)
+        return found
+
     # --- reloading the named keys when their file changes -------------------------------------
 
     def _file_stamp(self) -> tuple[int, int, int] | None:

@@ -8,7 +8,7 @@ The upstream key comes from configuration only; a caller's Relay key never goes 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, Any, Protocol
 
 import requests
@@ -65,6 +65,7 @@ _HOP_BY_HOP = {
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
+    "proxy-connection",
     "te",
     "trailer",
     "transfer-encoding",
@@ -76,9 +77,40 @@ _NOT_FORWARDED = _HOP_BY_HOP | {
     "x-api-key",
     "cookie",
     "content-length",  # requests sets it again from the body it sends
+    "expect",  # the 100-continue exchange was Relay's own
     "x-dify-api-key",
     "x-dify-conversation-id",
+    # Who the client is and which proxies it came through: the upstream learns nothing of
+    # Relay's callers from these, and a caller cannot pose as another address with them.
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
 }
+# In gateway mode the operator's key is one upstream account: a caller may not pick another
+# organisation or project of it (README "Pass-through of everything else").
+_ACCOUNT_CHOICE = {"openai-organization", "openai-project"}
+
+
+def _end_to_end(headers: Iterable[tuple[str, str]], dropped: set[str]) -> list[tuple[str, str]]:
+    """Keep the headers meant for the far end: not `dropped`, not named in `Connection`."""
+    pairs = list(headers)
+    nominated = {
+        token.strip().lower()
+        for name, value in pairs
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    return [
+        (name, value)
+        for name, value in pairs
+        if (low := name.lower()) not in dropped
+        and low not in nominated
+        and not low.startswith("x-forwarded-")
+    ]
 
 
 class _SizedBody:
@@ -109,6 +141,7 @@ class OpenAICompatBackend(Backend):
         self.api = settings.api
         self.passthrough = settings.passthrough
         self.passthrough_auth = settings.passthrough_auth
+        self.passthrough_paths = settings.passthrough_paths
         self._headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.created = int(time.time())
 
@@ -232,7 +265,10 @@ class OpenAICompatBackend(Backend):
         Exactly one Authorization goes upstream: this backend's key (gateway mode) or the
         caller's own (caller mode), never Relay's key and never both.
         """
-        out = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
+        dropped = _NOT_FORWARDED | (
+            _ACCOUNT_CHOICE if self.passthrough_auth == "gateway" else set()
+        )
+        out = dict(_end_to_end(headers.items(), dropped))
         auth = (
             self._headers.get("Authorization")
             if self.passthrough_auth == "gateway"
@@ -253,7 +289,9 @@ class OpenAICompatBackend(Backend):
             keep_errors=True,
             allow_redirects=False,
         )
-        reply_headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP]
+        # The reply's organisation and project name the operator's account: not the caller's.
+        hidden = _HOP_BY_HOP | (_ACCOUNT_CHOICE if self.passthrough_auth == "gateway" else set())
+        reply_headers = _end_to_end(resp.headers.items(), hidden)
         return resp.status_code, reply_headers, self._raw_body(resp)
 
     def _raw_body(self, resp: requests.Response) -> Iterator[bytes]:

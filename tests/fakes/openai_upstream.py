@@ -46,6 +46,7 @@ class Recorded:
     path: str
     body: Any
     headers: dict[str, str]
+    raw_uri: str = ""  # the request target exactly as it came on the request line
 
 
 class FakeOpenAI:
@@ -80,7 +81,13 @@ class FakeOpenAI:
             body = raw
         with self._lock:
             self.requests.append(
-                Recorded(request.method, request.path, body, dict(request.headers))
+                Recorded(
+                    request.method,
+                    request.path,
+                    body,
+                    dict(request.headers),
+                    str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""),
+                )
             )
         return self.route(request, body)(environ, start_response)
 
@@ -111,6 +118,17 @@ class FakeOpenAI:
         if path == "/v1/audio/speech":  # a binary body, sent in pieces
             return Response(
                 (b"ID3" + bytes([i]) * 4096 for i in range(8)), content_type="audio/mpeg"
+            )
+        if path == "/v1/hop-headers":  # a reply naming one of its headers in Connection
+            return Response(
+                b"{}",
+                content_type="application/json",
+                headers={
+                    "Connection": "X-Upstream-Hop",
+                    "X-Upstream-Hop": "hop",
+                    "X-Kept": "1",
+                    "OpenAI-Organization": "org-operator",
+                },
             )
         if path == "/v1/files" and request.method == "POST":
             return self.json(
