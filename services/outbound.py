@@ -237,7 +237,8 @@ def fetch_guarded(
             if int(resp.headers.get("Content-Length") or 0) > max_bytes:
                 raise _too_large(max_bytes)
             data = bytearray()
-            while chunk := resp.read(65536, decode_content=False):
+            # read1 returns what has arrived, so the deadline is checked while a server drips bytes.
+            while chunk := resp.read1(65536, decode_content=False):
                 data += chunk
                 if len(data) > max_bytes:
                     raise _too_large(max_bytes)

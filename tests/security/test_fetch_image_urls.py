@@ -8,6 +8,8 @@ the checked address. Every refusal is a 400 envelope naming the image field.
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 
 import pytest
 import requests
@@ -202,3 +204,42 @@ def test_responses_route_refuses_the_same_urls(strict_gateway, images):
         assert resp.status_code == 400, resp.text
         assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
     assert images.connections == 0
+
+
+def test_a_server_dripping_bytes_is_cut_at_the_fetch_deadline(start_gateway, fake_ollama):
+    """Each read waits for what has arrived, so a slow drip cannot hold a fetch past its time."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 40\r\n\r\n"
+            )
+            # Eight seconds of single bytes, then silence short of the length: a fetch that
+            # waits for whole reads fails on the silence, not on its own deadline.
+            for _ in range(32):
+                if stop.wait(0.25):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+            stop.wait(5)
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    env = {**gateway_env(fake_ollama, allow_private=True), "RELAY_IMAGE_FETCH_TIMEOUT": "1"}
+    gateway = start_gateway(env)
+    try:
+        error = assert_refused(chat(gateway, f"http://127.0.0.1:{port}/drip.png"))
+        assert "took over" in str(error["message"])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
