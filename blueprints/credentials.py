@@ -18,9 +18,14 @@ def admin_token_presented() -> bool:
     if not expected:
         return False
     presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    # Bytes, not str: compare_digest refuses str with non-ASCII characters (a 500), and a
-    # header may carry any byte.
-    return hmac.compare_digest(_utf8(presented), _utf8(expected))
+    # Bytes, not str: compare_digest refuses str with non-ASCII characters (it raised, a 500),
+    # and a header may carry any byte. WSGI hands header bytes over as latin-1 text, so this
+    # gets the sent bytes back; the token is compared as UTF-8, as an operator would type it.
+    try:
+        sent = presented.encode("latin-1")
+    except UnicodeEncodeError:  # not header bytes at all: nothing to match
+        return False
+    return hmac.compare_digest(sent, expected.encode("utf-8", "surrogateescape"))
 
 
 def key_presented() -> ApiKey | None:
@@ -29,7 +34,3 @@ def key_presented() -> ApiKey | None:
         return gateway().keys.authenticate(presented_secret())
     except AuthenticationError:
         return None
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
