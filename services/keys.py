@@ -6,7 +6,7 @@ tables and are re-read when that file changes; RELAY_API_KEYS keys are fixed at 
 Open mode (no key, everyone admitted) is decided once: a gateway that has ever had a key never
 becomes open at runtime. A reload that finds no key at all (the file emptied, cut short by a
 non-atomic write, or its last table deleted) keeps the keys in force and logs an error; to go
-open the operator restarts without keys (README "API keys").
+open the operator restarts without keys (README "Keys").
 """
 
 from __future__ import annotations

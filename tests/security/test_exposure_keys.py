@@ -19,9 +19,8 @@ from tests.conftest import wait_until, write_config
 
 ALICE = "sk-exposure-alice-0123456789"
 WRONG = "sk-exposure-wrong-0123456789"
-ALICE_TABLE = '[keys.alice]\nhash = "sha256:{}"\n'.format(
-    hashlib.sha256(ALICE.encode()).hexdigest()
-)
+DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
+ALICE_TABLE = f'[keys.alice]\nhash = "sha256:{DIGEST}"\n'
 
 
 def status(gw, secret: str | None) -> int:
