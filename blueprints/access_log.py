@@ -31,7 +31,7 @@ def _finish(response: Response) -> Response:
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
-        client=request.remote_addr or "-",
+        client=cut(request.remote_addr or "-"),  # an X-Forwarded-For hop, behind a proxy
         method=request.method,
         path=request.path,
         route=request.url_rule.rule if request.url_rule else "unmatched",
