@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def test_rapid_loads_share_one_snapshot_of_the_backends(start_gateway, upstream,
     calls = [r.path for r in upstream.requests]
     assert len(calls) <= 4, calls
     assert set(calls) <= {"/api/version", "/api/tags"}
+
+
+class SlowOllama(FakeOllama):
+    """Answers the version check only after a pause, so page loads overlap a refresh."""
+
+    def route(self, request, body):
+        if request.path == "/api/version":
+            time.sleep(1.0)
+        return super().route(request, body)
+
+
+def test_loads_during_a_refresh_wait_for_it_instead_of_stampeding(start_gateway, tmp_path):
+    slow = SlowOllama()
+    try:
+        gw = keyed_gateway(start_gateway, tmp_path, slow.url, RELAY_STATUS_PER_MINUTE="0")
+        slow.requests.clear()
+        with ThreadPoolExecutor(20) as pool:
+            loads = [pool.submit(get, gw, "/ready" if n % 2 else "/") for n in range(20)]
+            statuses = [f.result()[0] for f in loads]
+        assert statuses == [200] * 20
+        calls = [r.path for r in slow.requests]
+        assert calls.count("/api/version") == 1, calls  # one refresh for twenty loads
+    finally:
+        slow.close()
 
 
 def test_status_pages_are_limited_per_address(start_gateway, upstream, tmp_path):
