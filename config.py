@@ -81,6 +81,7 @@ class Settings:
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None  # set by gunicorn.conf.py for multiprocess metrics
+    status_cache_seconds: float = 5.0  # how long / and /ready reuse what backends answered
     config_file: str | None = None
     public_url: str | None = None  # the base URL clients reach Relay at (lasting file links)
     files: FileSettings | None = None  # lasting files; None when off
@@ -150,6 +151,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "RELAY_METRICS_ALLOW": ("addresses/networks that may read /metrics", "127.0.0.1,::1"),
     "RELAY_METRICS_TOKEN": ("admin token that also opens /metrics (Bearer)", "unset"),
+    "RELAY_STATUS_CACHE_SECONDS": (
+        "seconds / and /ready reuse backend states and model lists (one refresh at a time)",
+        "5",
+    ),
     "RELAY_RESPONSE_TTL": ("seconds stored Responses API replies are kept", "86400"),
     "RELAY_RESPONSES_MAX_BYTES": (
         "bytes of stored Responses a worker keeps in memory, least recently used out first",
@@ -184,6 +189,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_UNAUTHENTICATED_PER_MINUTE": (
         "requests per minute per address without a valid key",
         "30",
+    ),
+    "RELAY_STATUS_PER_MINUTE": (
+        "loads of / and /ready per minute per address (they are unauthenticated); 0: no limit",
+        "60",
     ),
     "RELAY_LIMITS_FAIL_OPEN": ("let requests through when the limit store is down", "true"),
     "RELAY_CACHE_TTL": ("seconds a reply stays in the reply cache; 0 turns the cache off", "300"),
@@ -294,6 +303,9 @@ def _build(env: Mapping[str, str]) -> Settings:
         ),
         metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        status_cache_seconds=_float(
+            *pick("RELAY_STATUS_CACHE_SECONDS", server, "status_cache_seconds", 5.0), lo=0
+        ),
         config_file=file_path,
         public_url=_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
         files=_file_settings(env),

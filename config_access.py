@@ -57,6 +57,7 @@ class AccessSettings:
     keys: tuple[KeySettings, ...] = ()
     limits: Limits = Limits(0, 0, 0, 0)
     unauthenticated_per_minute: int = 30
+    status_per_minute: int = 60  # loads of / and /ready per client address
     limits_fail_open: bool = True
     cache_ttl: float = 300.0
     cache_max_entries: int = 1024
@@ -102,6 +103,9 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
                 env, "RELAY_UNAUTHENTICATED_PER_MINUTE", limits, "unauthenticated_per_minute", 30
             ),
             lo=0,
+        ),
+        status_per_minute=_int(
+            *_pick(env, "RELAY_STATUS_PER_MINUTE", limits, "status_per_minute", 60), lo=0
         ),
         limits_fail_open=_bool(*_pick(env, "RELAY_LIMITS_FAIL_OPEN", limits, "fail_open", True)),
         cache_ttl=_float(*_pick(env, "RELAY_CACHE_TTL", cache, "ttl", 300.0), lo=0.0),

@@ -11,6 +11,7 @@ from loguru import logger
 
 from blueprints import gateway
 from blueprints.metrics import record_request
+from services.log_setup import cut
 from services.metrics import Metrics
 from services.types import Usage, new_id
 
@@ -30,7 +31,7 @@ def _finish(response: Response) -> Response:
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
-        client=request.remote_addr or "-",
+        client=cut(request.remote_addr or "-"),  # an X-Forwarded-For hop, behind a proxy
         method=request.method,
         path=request.path,
         route=request.url_rule.rule if request.url_rule else "unmatched",
@@ -57,22 +58,25 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
     stats = fields.get("stats")
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
-    error = f" error={stats.error!r}" if stats and stats.error else ""
+    # Path, model and error come from callers or upstreams: cut here, escaped by the text sink.
+    path, model = cut(line["path"]), cut(str(fields.get("model", "-")))
+    failure = cut(stats.error) if stats and stats.error else None
+    error = f" error={failure!r}" if failure else ""
     cache = f" cache={fields['cache']}" if fields.get("cache") else ""
     structured = {
         "request_id": line["request_id"],
         "client": line["client"],
         "key": line["key"],
         "method": line["method"],
-        "path": line["path"],
+        "path": path,
         "status": line["status"],
-        "model": fields.get("model"),
+        "model": model if "model" in fields else None,
         "backend": fields.get("backend"),
         "ms": round(seconds * 1000, 1),
         "stream": bool(fields.get("stream")),
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
-        "error": stats.error if stats else None,
+        "error": failure,
         "cache": fields.get("cache"),
     }
     logger.bind(access=structured).info(
@@ -81,8 +85,8 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         line["client"],
         line["key"],
         line["method"],
-        line["path"],
-        fields.get("model", "-"),
+        path,
+        model,
         fields.get("backend", "-"),
         line["status"],
         seconds * 1000,

@@ -14,10 +14,11 @@ def require_api_key() -> None:
     if "auth_error" in g:
         raise g.auth_error
     if "api_key" not in g:
-        g.api_key = gateway().keys.authenticate(_presented_secret())
+        g.api_key = gateway().keys.authenticate(presented_secret())
 
 
-def _presented_secret() -> str | None:
+def presented_secret() -> str | None:
+    """The key a request presents in X-Api-Key or as its Bearer token, if any."""
     # X-Api-Key first: a caller who brings its own upstream key in Authorization (pass-through
     # in caller mode) gives Relay's key there.
     explicit = request.headers.get("X-Api-Key")
@@ -35,7 +36,7 @@ def identify_caller() -> None:
     if not request.path.startswith(API_PREFIXES):
         return
     try:
-        g.api_key = gateway().keys.authenticate(_presented_secret())
+        g.api_key = gateway().keys.authenticate(presented_secret())
     except AuthenticationError as e:
         g.auth_error = e
 

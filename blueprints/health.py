@@ -1,10 +1,16 @@
-"""GET /health (liveness, no upstream call) and GET /ready (every backend answers). No auth."""
+"""GET /health (liveness, no upstream call) and GET /ready (every backend answers). No auth.
+
+/ready reads the backends' states from the short-lived cache shared with `/`, and is limited
+per address; host addresses are shown only with the admin token (README "Service page").
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
 from blueprints import gateway
+from blueprints.credentials import admin_token_presented
+from blueprints.status_limit import limit_status_page
 
 bp = Blueprint("health", __name__)
 
@@ -16,12 +22,18 @@ def health() -> dict[str, str]:
 
 @bp.get("/ready")
 def ready() -> tuple[dict[str, object], int]:
+    limit_status_page()
     gw = gateway()
     report: dict[str, dict[str, object]] = {
-        name: {**state, **gw.gates.report(name)} for name, state in gw.router.check_all().items()
+        s.name: {**s.health(), **gw.gates.report(s.name)} for s in gw.status.states()
     }
+    admin = admin_token_presented()
     for backend in gw.router.backends:
         if len(backend.hosts.urls) > 1:
-            report[backend.name]["hosts"] = backend.hosts.report()
+            hosts = backend.hosts.report()
+            # Without the token: each host's state in order, not where it is.
+            report[backend.name]["hosts"] = (
+                hosts if admin else [{"state": h["state"]} for h in hosts]
+            )
     ok = all(b["status"] == "ok" for b in report.values())
     return {"status": "ok" if ok else "unavailable", "backends": report}, 200 if ok else 503

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from blueprints import gateway
+from blueprints.credentials import admin_token_presented
 from services.errors import PermissionDeniedError
 from services.metrics import Metrics
 from services.types import Usage
@@ -22,11 +22,8 @@ UPSTREAM_KINDS = {502: "bad_reply", 503: "unavailable", 504: "timeout"}
 @bp.get("/metrics")
 def metrics() -> Response:
     settings = gateway().settings
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     allowed = _address_allowed(request.remote_addr or "", settings.metrics_allow)
-    if not allowed and not (
-        settings.metrics_token and hmac.compare_digest(token, settings.metrics_token)
-    ):
+    if not allowed and not admin_token_presented():
         raise PermissionDeniedError(
             "Metrics are served only to allowed addresses or with the admin token.",
             code="metrics_forbidden",
@@ -45,7 +42,8 @@ def record_request(
 ) -> None:
     """Count one finished request in every metric it touches."""
     route, key = line["route"], line["key"]
-    model, backend = fields.get("model", "-"), fields.get("backend", "-")
+    backend = fields.get("backend", "-")
+    model = _model_label(metrics, line["status"], fields)
     metrics.requests.labels(route, model, backend, str(line["status"]), key).inc()
     metrics.latency.labels(route, backend, "yes" if fields.get("stream") else "no").observe(seconds)
     if first_token is not None:
@@ -62,6 +60,17 @@ def record_request(
     stats = fields.get("stats")
     if stats is not None and stats.error:
         metrics.upstream_errors.labels(backend, "midstream").inc()
+
+
+def _model_label(metrics: Metrics, status: int, fields: dict[str, Any]) -> str:
+    # A name is a label only when a backend took the request: the router resolved it and the
+    # key was allowed (then `backend` is set). A 404 is a name nobody serves; pass-through
+    # requests carry no model ("-"), which stays as it is.
+    model = fields.get("model", "-")
+    if model == "-":
+        return model
+    routed = fields.get("backend", "-") != "-" and status != 404
+    return metrics.model_label(str(model), routed)
 
 
 def _address_allowed(address: str, networks: tuple[str, ...]) -> bool:

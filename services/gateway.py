@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from config import Settings
+from services.backend_status import BackendStatus
 from services.backends import build_backends
 from services.backpressure import Gate, Gates
 from services.images import ImageLoader
@@ -27,6 +28,7 @@ class Gateway:
     metrics: Metrics
     # Keys, limits and reply cache (issue 4)
     cache: ReplyCache
+    status: BackendStatus  # what / and /ready show: backend states, cached for a few seconds
     redis: RedisLink | None = None
     gates: Gates = field(default_factory=lambda: Gates({}))
 
@@ -39,9 +41,10 @@ def build_gateway(settings: Settings) -> Gateway:
     metrics = Metrics(settings.metrics_dir)
     # A request waits for an identical one in flight at most as long as a backend may take.
     wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
+    router = Router(build_backends(settings, images, stores))
     return Gateway(
         settings=settings,
-        router=Router(build_backends(settings, images, stores)),
+        router=router,
         keys=KeyStore(
             settings.api_keys,
             settings.access.keys,
@@ -53,6 +56,7 @@ def build_gateway(settings: Settings) -> Gateway:
         cache=build_cache(_cache_limits(settings), redis, wait),
         redis=redis,
         gates=_gates(settings, metrics),
+        status=BackendStatus(router, settings.status_cache_seconds),
     )
 
 

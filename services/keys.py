@@ -2,6 +2,11 @@
 
 Secrets are kept only as SHA-256 digests. Named keys come from the config file's `[keys.NAME]`
 tables and are re-read when that file changes; RELAY_API_KEYS keys are fixed at start-up.
+
+Open mode (no key, everyone admitted) is decided once: a gateway that has ever had a key never
+becomes open at runtime. A reload that finds no key at all (the file emptied, cut short by a
+non-atomic write, or its last table deleted) keeps the keys in force and logs an error; to go
+open the operator restarts without keys (README "Keys").
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ class KeyStore:
             (digest(s), ApiKey(name=f"env-{digest(s)[:8]}", limits=defaults)) for s in secrets
         )
         self._entries = self._fixed + self._build(named)
+        # Once closed, always closed: only a restart without keys opens the gateway.
+        self._closed = bool(self._entries)
         self._source, self._reader = source, reader
         self._stamp = self._file_stamp()
         self._checked = time.monotonic()
@@ -110,9 +117,9 @@ class KeyStore:
 
     @property
     def open(self) -> bool:
-        """True when no key is configured and every caller is let in."""
+        """True when no key has ever been configured and every caller is let in."""
         self._maybe_reload()
-        return not self._entries
+        return not self._closed
 
     def authenticate(self, secret: str | None) -> ApiKey:
         """Return the key for a presented secret, or raise AuthenticationError (401)."""
@@ -161,13 +168,27 @@ class KeyStore:
             return
         self._checked = time.monotonic()
         stamp = self._file_stamp()
-        if stamp is None or stamp == self._stamp:
+        if stamp == self._stamp:
             return
         self._stamp = stamp
+        if stamp is None:
+            logger.error("keys not reloaded: the config file is gone; the old keys stay in force")
+            return
         try:
             named = self._reader(self._source)
-        except config.ConfigError as e:
+        except (config.ConfigError, ValueError) as e:  # ValueError: e.g. bytes that are not UTF-8
             logger.error("keys not reloaded, the old ones stay in force: {}", e)
             return
-        self._entries = self._fixed + self._build(named)
+        entries = self._fixed + self._build(named)
+        if self._closed and not entries:
+            # An empty key set would admit everyone: likely a file caught mid-write, or the last
+            # key deleted. Refusing it keeps the gateway closed (revoke a key to shut it out).
+            logger.error(
+                "keys not reloaded: the config file now has no key, and an empty key set would "
+                "open the gateway to everyone; the old keys stay in force (restart without keys "
+                "to run open)"
+            )
+            return
+        self._entries = entries
+        self._closed = self._closed or bool(entries)
         logger.info("keys reloaded from the config file: {} named", len(named))

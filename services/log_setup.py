@@ -3,12 +3,17 @@
 Two formats: `text` for people (`[time] [LEVEL] message`) and `json` for log shippers, one
 object per line with the time, level, message, process id and any structured fields bound to
 the record (the access line binds request id, client, key name, model, status, ...).
+
+Log lines carry what callers sent (paths, model names, upstream errors). In the text format
+every control character of a message is escaped, so a caller cannot end a line and forge the
+next one; JSON escapes them by itself. Long caller-controlled fields are cut (`cut`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -16,7 +21,31 @@ from loguru import logger
 
 from config import Settings
 
-TEXT_FORMAT = "[{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z] [{level}] {message}"
+TEXT_FORMAT = "[{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z] [{level}] {extra[_text]}\n{exception}"
+MAX_FIELD = 200  # characters of one caller-controlled field kept in a log line
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: everything some
+# reader of a log file may take for the end of a line.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Write control characters as visible escapes: a newline becomes the two characters \\n."""
+    return _CONTROLS.sub(lambda m: _NAMED.get(m[0]) or f"\\u{ord(m[0]):04x}", text)
+
+
+def cut(text: str, limit: int = MAX_FIELD) -> str:
+    """Keep the first `limit` characters of a caller-controlled field and say how much went."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[cut {len(text) - limit} chars]"
+
+
+def _text_format(record: Any) -> str:
+    # loguru treats the returned string as a format template: stash the escaped message.
+    record["extra"]["_text"] = escape_controls(record["message"])
+    return TEXT_FORMAT
 
 
 def _json_format(record: Any) -> str:
@@ -38,7 +67,7 @@ def _json_format(record: Any) -> str:
 def configure_logging(settings: Settings) -> None:
     """Replace loguru's default sink with Relay's format and level."""
     logger.remove()
-    fmt: Any = _json_format if settings.log_format == "json" else TEXT_FORMAT
+    fmt: Any = _json_format if settings.log_format == "json" else _text_format
     options = {"level": settings.log_level, "format": fmt, "backtrace": False, "diagnose": False}
     logger.add(sys.stderr, **options)
     if settings.log_dir:

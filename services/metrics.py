@@ -17,12 +17,20 @@ from prometheus_client import (
     multiprocess,
 )
 
+# The model label is caller input: bound it so /metrics (and the multiprocess files) cannot be
+# grown by sending made-up names. Real model names are far shorter, and a gateway serves far
+# fewer; past either bound a name is counted as `other` (README "Metrics").
+MAX_MODEL_LABELS = 100  # distinct model names per worker process
+MAX_MODEL_LABEL_LENGTH = 128
+OTHER_MODEL = "other"
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
     def __init__(self, multiprocess_dir: str | None) -> None:
         self.multiprocess = bool(multiprocess_dir)
+        self._model_labels: set[str] = set()
         # In multiprocess mode metrics must not join a registry: values go to files.
         self.registry = None if self.multiprocess else CollectorRegistry()
         registry = self.registry
@@ -90,6 +98,16 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+    def model_label(self, model: str, routed: bool) -> str:
+        """The label for a requested model: its name only for requests a backend took."""
+        if not routed or not model or len(model) > MAX_MODEL_LABEL_LENGTH:
+            return OTHER_MODEL
+        if model not in self._model_labels:
+            if len(self._model_labels) >= MAX_MODEL_LABELS:
+                return OTHER_MODEL
+            self._model_labels.add(model)
+        return model
 
     def render(self) -> tuple[bytes, str]:
         """Return the exposition text and its content type."""

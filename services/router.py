@@ -67,18 +67,3 @@ class Router:
         if found is None:
             raise ModelNotFoundError(f"The model `{model_id}` does not exist.", param="model")
         return found
-
-    def check_all(self) -> dict[str, dict[str, str]]:
-        """Ask every backend whether it answers; report each one's state."""
-        report = {}
-        for backend in self.backends:
-            try:
-                backend.check()
-                report[backend.name] = {"type": backend.type, "status": "ok"}
-            except GatewayError as e:
-                report[backend.name] = {
-                    "type": backend.type,
-                    "status": "unavailable",
-                    "error": e.message,
-                }
-        return report

@@ -29,7 +29,8 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
             "RELAY_METRICS_TOKEN": "metrics-secret-token",
         }
     )
-    info = requests.get(gw.url + "/").json()
+    keyed = {"Authorization": f"Bearer {API_KEY}"}  # models are shown to key holders only
+    info = requests.get(gw.url + "/", headers=keyed).json()
     assert info["name"] == "Relay" and info["version"] and info["status"] == "ok"
     [backend] = info["backends"]
     assert backend == {
@@ -41,7 +42,7 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
     assert {"method": "POST", "path": "/v1/chat/completions"}.items() <= info["endpoints"][
         0
     ].items()
-    text = requests.get(gw.url + "/").text
+    text = requests.get(gw.url + "/", headers=keyed).text
     assert (
         API_KEY not in text and "metrics-secret-token" not in text and fake_ollama.url not in text
     )
