@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.errors import InvalidRequestError, UpstreamError
+from services.extension_fields import COMPLETION_FIELDS, check_extension_fields
 from services.openai_format import (
     not_int,
     opt_bool,
@@ -65,6 +66,7 @@ class CompletionRequest:
 def parse_completion_request(body: Any) -> CompletionRequest:
     """Validate an OpenAI completions body and turn it into one TextRequest per prompt."""
     model = require_model(body)
+    check_extension_fields(body, COMPLETION_FIELDS)
     prompts = _parse_prompt(body.get("prompt"))
     for name in ("n", "best_of"):
         value = body.get(name)
@@ -94,7 +96,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         seed=opt_int(body, "seed"),
         presence_penalty=opt_number(body, "presence_penalty", -2, 2),
         frequency_penalty=opt_number(body, "frequency_penalty", -2, 2),
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
     return CompletionRequest(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.errors import InvalidRequestError
+from services.extension_fields import CHAT_FIELDS, check_extension_fields
 from services.types import (
     ChatRequest,
     ContentPart,
@@ -50,6 +51,7 @@ _KNOWN = {
 def parse_chat_request(body: Any) -> ChatRequest:
     """Validate an OpenAI chat request body and turn it into a ChatRequest."""
     model = require_model(body)
+    check_extension_fields(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array.", param="messages")
@@ -82,7 +84,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         tool_choice=_parse_tool_choice(body.get("tool_choice")),
         response_format=_parse_response_format(body.get("response_format")),
         reasoning_effort=_parse_reasoning_effort(body),
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         include_usage=include_usage,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
@@ -304,9 +306,11 @@ def opt_int(
     v = body.get(name)
     if v is None:
         return None
-    if not_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        more = f" of at least {lo}" if lo is not None else ""
-        more += f" and at most {hi}" if hi is not None else ""
+    # Beyond 64 bits no backend can read the number; without a bound of its own it fails there.
+    lo = -(2**63) if lo is None else lo
+    hi = 2**63 - 1 if hi is None else hi
+    if not_int(v) or v < lo or v > hi:
+        more = f" between {lo} and {hi}"
         raise InvalidRequestError(f"'{name}' must be an integer{more}.", param=name)
     return v  # type: ignore[no-any-return]
 
