@@ -31,3 +31,14 @@ def is_finite_number(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def token_count(value: Any) -> int:
+    """Read an upstream's token count leniently: a whole, finite, non-negative number, else 0."""
+    try:
+        number = finite_float(value)
+    except ValueError:
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    return int(number) if number >= 0 and number.is_integer() else 0

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.errors import UpstreamError
-from services.finite_numbers import is_finite_number
+from services.finite_numbers import is_finite_number, token_count
 from services.types import (
     ChatDelta,
     ChatRequest,
@@ -113,7 +113,7 @@ def embedding_result(body: Any, count: int, title: str) -> EmbeddingResult:
         raise UpstreamError(f"{title} sent no usable embeddings ({count} expected).")
     return EmbeddingResult(
         vectors=tuple(tuple(float(x) for x in v) for v in vectors),
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+        prompt_tokens=token_count(body.get("prompt_eval_count")),
     )
 
 
@@ -126,6 +126,6 @@ def usage_of(body: Mapping[str, Any]) -> Usage:
     """Read the token counts of a final object."""
     # Zero counts are omitted from Ollama's JSON (omitempty), so a missing one means 0.
     return Usage(
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
-        completion_tokens=int(body.get("eval_count") or 0),
+        prompt_tokens=token_count(body.get("prompt_eval_count")),
+        completion_tokens=token_count(body.get("eval_count")),
     )
