@@ -19,6 +19,7 @@ from services.openai_format import (
     opt_bool,
     opt_int,
     opt_number,
+    parse_include_usage,
     parse_stop,
     require_model,
 )
@@ -81,9 +82,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
         raise InvalidRequestError("'suffix' must be a string.", param="suffix")
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
+    include_usage = parse_include_usage(body)
     user = body.get("user")
     template = TextRequest(
         model=model,
@@ -104,7 +103,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         prompts=tuple(replace(template, prompt=p) for p in prompts),
         stream=opt_bool(body, "stream") or False,
         echo=opt_bool(body, "echo") or False,
-        include_usage=bool(stream_options and stream_options.get("include_usage") is True),
+        include_usage=include_usage,
     )
 
 

@@ -61,10 +61,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
             "Only n=1 is supported: Relay returns one choice per request.", param="n"
         )
     stream = opt_bool(body, "stream") or False
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
-    include_usage = bool(stream_options and stream_options.get("include_usage") is True)
+    include_usage = parse_include_usage(body)
     max_tokens = opt_int(body, "max_completion_tokens", lo=1)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", lo=1)
@@ -117,6 +114,11 @@ def _parse_message(raw: Any, i: int) -> Message:
     reasoning = raw.get("reasoning_content", raw.get("reasoning"))
     name = raw.get("name")
     tool_call_id = raw.get("tool_call_id")
+    for field_name, value in (("name", name), ("tool_call_id", tool_call_id)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(
+                f"'{where}.{field_name}' must be a string.", param=f"{where}.{field_name}"
+            )
     return Message(
         role=role,
         content=parsed,
@@ -189,6 +191,22 @@ def _parse_tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
             )
         )
     return tuple(calls)
+
+
+def parse_include_usage(body: Mapping[str, Any]) -> bool:
+    """Read `stream_options.include_usage`: an object holding a boolean, when given."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
+    include_usage = stream_options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise InvalidRequestError(
+            "'stream_options.include_usage' must be true or false.",
+            param="stream_options.include_usage",
+        )
+    return include_usage is True
 
 
 def parse_stop(raw: Any) -> tuple[str, ...]:

@@ -62,6 +62,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
             "'previous_response_id' must be a response id.", param="previous_response_id"
         )
     metadata = body.get("metadata") or {}
+    for name in ("text", "reasoning"):  # objects at OpenAI; anything else would be dropped
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise InvalidRequestError(f"'{name}' must be an object.", param=name)
     messages = _input_messages(body.get("input"))
     if not messages and not previous:
         raise InvalidRequestError("'input' must not be empty.", param="input")

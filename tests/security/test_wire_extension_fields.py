@@ -174,3 +174,38 @@ def test_dify_inputs_object_or_null_still_work(dify_gateway, dify, http, route, 
     assert dify.last(path).body["inputs"]["tone"] == "dry"
     reply = http.post(dify_gateway.url + route, json={**base, "inputs": None}, timeout=10)
     assert reply.status_code == 200, reply.text
+
+
+# --- nested and Responses-only fields that were silently dropped when mistyped ---------------
+
+TOOL_TURN = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]},
+    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+]  # fmt: skip
+NESTED_CASES = [
+    (CHAT, "stream_options.include_usage", NOT_BOOL,
+     lambda v: {"stream": True, "stream_options": {"include_usage": v}}),
+    (COMPLETIONS, "stream_options.include_usage", NOT_BOOL,
+     lambda v: {"stream": True, "stream_options": {"include_usage": v}}),
+    (CHAT, "stream_options", NOT_OBJECT, lambda v: {"stream_options": v}),
+    (CHAT, "messages[0].name", NOT_STRING,
+     lambda v: {"messages": [{"role": "user", "content": "Hi", "name": v}]}),
+    (CHAT, "messages[2].tool_call_id", NOT_STRING,
+     lambda v: {"messages": [*TOOL_TURN[:2], {**TOOL_TURN[2], "tool_call_id": v}]}),
+    (RESPONSES, "text", NOT_OBJECT, lambda v: {"text": v}),
+    (RESPONSES, "reasoning", NOT_OBJECT, lambda v: {"reasoning": v}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("route", "param", "wrong_values", "fields"), NESTED_CASES)
+def test_a_wrong_type_deeper_in_is_a_400_too(
+    gateway: Gateway, http, route, param, wrong_values, fields
+):
+    for value in wrong_values:
+        body = {**ROUTE_BODIES[route], **fields(value)}
+        assert_invalid(http.post(gateway.url + route, json=body, timeout=10), param, value)
+    ok = {**ROUTE_BODIES[route], **fields(None)}
+    assert http.post(gateway.url + route, json=ok, timeout=10).status_code == 200
