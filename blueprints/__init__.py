@@ -126,7 +126,7 @@ class _Overflow:
     """A JSON number beyond float range (1e400), kept as text so the 400 can name its field.
 
     Read as a float it would be infinity, which reaches backends or comes back to the client
-    as `Infinity`, and that is not JSON (docs/threat-model/wire.md).
+    as `Infinity`, and that is not JSON (README, Errors).
     """
 
     __slots__ = ("literal",)

@@ -4,7 +4,7 @@ Fields Relay does not model travel in a request's `extra`, but some of them a ba
 itself (Dify's `inputs` and `conversation_id`, Ollama's `options`, `keep_alive`, `raw` and
 `truncate`) or an upstream would refuse when mistyped (`user`, `metadata`, `store`, ...). Each
 is checked when the request is parsed, so a wrong type is a 400 naming the field rather than
-a crash (a 500) or an upstream's error (a 502) later (docs/threat-model/wire.md).
+a crash (a 500) or an upstream's error (a 502) later (README, Errors).
 
 A null is the same as leaving the field out, as OpenAI treats it.
 """

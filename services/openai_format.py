@@ -325,10 +325,12 @@ def opt_int(
     if v is None:
         return None
     # Beyond 64 bits no backend can read the number; without a bound of its own it fails there.
-    lo = -(2**63) if lo is None else lo
-    hi = 2**63 - 1 if hi is None else hi
-    if not_int(v) or v < lo or v > hi:
-        more = f" between {lo} and {hi}"
+    low = -(2**63) if lo is None else lo
+    high = 2**63 - 1 if hi is None else hi
+    if not_int(v) or v < low or v > high:
+        more = f" of at least {lo}" if lo is not None else ""
+        more += f" and at most {hi}" if hi is not None else ""
+        more += "" if hi is not None else " that fits in 64 bits"
         raise InvalidRequestError(f"'{name}' must be an integer{more}.", param=name)
     return v  # type: ignore[no-any-return]
 
