@@ -15,6 +15,7 @@ from blueprints.cache_control import register_cache_control
 from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
 from blueprints.limits import register_limits
+from blueprints.strict_json import StrictJSONProvider
 from relay_keys import keys as keys_command
 from services.gateway import build_gateway
 from services.log_setup import configure_logging
@@ -28,8 +29,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json = StrictJSONProvider(app)
     app.extensions["relay"] = build_gateway(settings)
     register_access_log(app)
     # Keys, limits and reply cache (issue 4). Order matters: the caller is identified before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from flask import Blueprint, Flask, current_app
 
@@ -79,7 +80,11 @@ def json_body() -> object:
         # Strict JSON: NaN and Infinity would otherwise pass through to backends (a 502) or
         # back to the client as invalid JSON, and a body nested past the parser's recursion
         # limit must be a 400, not a 500 (both found by tests/test_fuzz_*.py).
-        body = json.loads(request.get_data(cache=True), parse_constant=_reject_constant)
+        body = json.loads(
+            request.get_data(cache=True),
+            parse_constant=_reject_constant,
+            parse_float=_float_or_overflow,
+        )
     except (ValueError, RecursionError):
         body = None
     if body is None:
@@ -88,6 +93,13 @@ def json_body() -> object:
         # Re-encoding it for a backend, or echoing it, would overflow the stack (a 500).
         raise InvalidRequestError(
             f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
+        )
+    overflow = _first_overflow(body)
+    if overflow is not None:
+        path, literal = overflow
+        raise InvalidRequestError(
+            f"{literal[:40]} is too large for a number (a 64-bit float); send a finite one.",
+            param=path or None,
         )
     return body
 
@@ -108,6 +120,41 @@ def _nested_deeper_than(value: object, limit: int) -> bool:
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+class _Overflow:
+    """A JSON number beyond float range (1e400), kept as text so the 400 can name its field.
+
+    Read as a float it would be infinity, which reaches backends or comes back to the client
+    as `Infinity`, and that is not JSON (README, Errors).
+    """
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _float_or_overflow(literal: str) -> float | _Overflow:
+    value = float(literal)
+    return value if math.isfinite(value) else _Overflow(literal)
+
+
+def _first_overflow(value: object) -> tuple[str, str] | None:
+    """Return the OpenAI-style param path and text of the first out-of-range number."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _Overflow):
+            return path, item.literal
+        if isinstance(item, dict):
+            pairs = [(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()]
+        elif isinstance(item, list):
+            pairs = [(v, f"{path}[{i}]") for i, v in enumerate(item)]
+        else:
+            continue
+        stack.extend(reversed(pairs))  # depth-first, in document order
+    return None
 
 
 def _register_text_endpoints(app: Flask, v1: Blueprint) -> None:

@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.errors import InvalidRequestError, UpstreamError
+from services.extension_fields import COMPLETION_FIELDS, check_extension_fields
 from services.openai_format import (
     not_int,
     opt_bool,
     opt_int,
     opt_number,
+    parse_include_usage,
     parse_stop,
     require_model,
 )
@@ -65,6 +67,7 @@ class CompletionRequest:
 def parse_completion_request(body: Any) -> CompletionRequest:
     """Validate an OpenAI completions body and turn it into one TextRequest per prompt."""
     model = require_model(body)
+    check_extension_fields(body, COMPLETION_FIELDS)
     prompts = _parse_prompt(body.get("prompt"))
     for name in ("n", "best_of"):
         value = body.get(name)
@@ -79,9 +82,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
         raise InvalidRequestError("'suffix' must be a string.", param="suffix")
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
+    include_usage = parse_include_usage(body)
     user = body.get("user")
     template = TextRequest(
         model=model,
@@ -94,7 +95,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         seed=opt_int(body, "seed"),
         presence_penalty=opt_number(body, "presence_penalty", -2, 2),
         frequency_penalty=opt_number(body, "frequency_penalty", -2, 2),
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
     return CompletionRequest(
@@ -102,7 +103,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         prompts=tuple(replace(template, prompt=p) for p in prompts),
         stream=opt_bool(body, "stream") or False,
         echo=opt_bool(body, "echo") or False,
-        include_usage=bool(stream_options and stream_options.get("include_usage") is True),
+        include_usage=include_usage,
     )
 
 

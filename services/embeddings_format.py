@@ -10,7 +10,8 @@ import base64
 import struct
 from typing import Any
 
-from services.errors import InvalidRequestError
+from services.errors import InvalidRequestError, UpstreamError
+from services.extension_fields import EMBEDDING_FIELDS, check_extension_fields
 from services.openai_format import opt_int, require_model
 from services.types import EmbeddingRequest, EmbeddingResult
 
@@ -27,6 +28,7 @@ _KNOWN = {"model", "input", "encoding_format", "dimensions", "user"}
 def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
     """Validate an OpenAI embeddings body; return the request and the encoding asked for."""
     model = require_model(body)
+    check_extension_fields(body, EMBEDDING_FIELDS)
     encoding = body.get("encoding_format")
     encoding = "float" if encoding is None else str(encoding).lower()
     if encoding not in ENCODINGS:
@@ -40,7 +42,7 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
         inputs=_parse_input(body.get("input")),
         # Embedding models stay far below this; it keeps a typo from asking for gigabytes.
         dimensions=opt_int(body, "dimensions", lo=1, hi=65_536),
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
     return req, encoding
@@ -81,4 +83,8 @@ def render_embedding_list(result: EmbeddingResult, model: str, encoding: str) ->
 def _encode(vector: tuple[float, ...], encoding: str) -> list[float] | str:
     if encoding == "float":
         return list(vector)
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    try:
+        packed = struct.pack(f"<{len(vector)}f", *vector)
+    except OverflowError:  # beyond float32 (3.4e38): no embedding model sends that
+        raise UpstreamError("The backend sent embedding values too large for float32.") from None
+    return base64.b64encode(packed).decode()

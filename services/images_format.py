@@ -7,12 +7,14 @@ name. Errors name the body field or the header as `param`. No I/O.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.errors import InvalidRequestError
+from services.extension_fields import IMAGE_FIELDS, check_extension_fields
 from services.openai_format import opt_int
 from services.types import GeneratedImage, ImageRequest
 
@@ -28,7 +30,8 @@ def _number(lo: float, hi: float | None, whole: bool) -> Callable[[str, str], An
             value: float = int(raw) if whole else float(raw)
         except ValueError:
             value = float("nan")
-        if not (value >= lo and (hi is None or value <= hi)):  # also refuses nan
+        in_range = value >= lo and (hi is None or value <= hi)  # also refuses nan
+        if not in_range or not math.isfinite(value):
             kind = "a whole number" if whole else "a number"
             bounds = f"between {lo:g} and {hi:g}" if hi is not None else f"of at least {lo:g}"
             raise InvalidRequestError(
@@ -114,6 +117,7 @@ def parse_image_request(body: Any, headers: Mapping[str, str]) -> ImageRequest:
     """Validate an OpenAI images.generate body plus its headers into an ImageRequest."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    check_extension_fields(body, IMAGE_FIELDS)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequestError(
@@ -149,7 +153,7 @@ def parse_image_request(body: Any, headers: Mapping[str, str]) -> ImageRequest:
         n=n or outputs or 1,
         size=size,
         response_format=response_format,
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         options=options,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )

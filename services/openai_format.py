@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.errors import InvalidRequestError
+from services.extension_fields import CHAT_FIELDS, check_extension_fields
 from services.types import (
     ChatRequest,
     ContentPart,
@@ -50,6 +51,7 @@ _KNOWN = {
 def parse_chat_request(body: Any) -> ChatRequest:
     """Validate an OpenAI chat request body and turn it into a ChatRequest."""
     model = require_model(body)
+    check_extension_fields(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array.", param="messages")
@@ -59,10 +61,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
             "Only n=1 is supported: Relay returns one choice per request.", param="n"
         )
     stream = opt_bool(body, "stream") or False
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
-    include_usage = bool(stream_options and stream_options.get("include_usage") is True)
+    include_usage = parse_include_usage(body)
     max_tokens = opt_int(body, "max_completion_tokens", lo=1)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", lo=1)
@@ -82,7 +81,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         tool_choice=_parse_tool_choice(body.get("tool_choice")),
         response_format=_parse_response_format(body.get("response_format")),
         reasoning_effort=_parse_reasoning_effort(body),
-        user=user if isinstance(user, str) and user else None,
+        user=user or None,
         include_usage=include_usage,
         extra={k: v for k, v in body.items() if k not in _KNOWN},
     )
@@ -115,6 +114,11 @@ def _parse_message(raw: Any, i: int) -> Message:
     reasoning = raw.get("reasoning_content", raw.get("reasoning"))
     name = raw.get("name")
     tool_call_id = raw.get("tool_call_id")
+    for field_name, value in (("name", name), ("tool_call_id", tool_call_id)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(
+                f"'{where}.{field_name}' must be a string.", param=f"{where}.{field_name}"
+            )
     return Message(
         role=role,
         content=parsed,
@@ -187,6 +191,22 @@ def _parse_tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
             )
         )
     return tuple(calls)
+
+
+def parse_include_usage(body: Mapping[str, Any]) -> bool:
+    """Read `stream_options.include_usage`: an object holding a boolean, when given."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise InvalidRequestError("'stream_options' must be an object.", param="stream_options")
+    include_usage = stream_options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise InvalidRequestError(
+            "'stream_options.include_usage' must be true or false.",
+            param="stream_options.include_usage",
+        )
+    return include_usage is True
 
 
 def parse_stop(raw: Any) -> tuple[str, ...]:
@@ -304,9 +324,13 @@ def opt_int(
     v = body.get(name)
     if v is None:
         return None
-    if not_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+    # Beyond 64 bits no backend can read the number; without a bound of its own it fails there.
+    low = -(2**63) if lo is None else lo
+    high = 2**63 - 1 if hi is None else hi
+    if not_int(v) or v < low or v > high:
         more = f" of at least {lo}" if lo is not None else ""
         more += f" and at most {hi}" if hi is not None else ""
+        more += "" if hi is not None else " that fits in 64 bits"
         raise InvalidRequestError(f"'{name}' must be an integer{more}.", param=name)
     return v  # type: ignore[no-any-return]
 

@@ -174,5 +174,5 @@ def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:
 
 
 def encode_json(obj: Any) -> bytes:
-    """Encode compact UTF-8 JSON, as OpenAI sends it."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Encode compact UTF-8 JSON, as OpenAI sends it; NaN and Infinity raise, they are not JSON."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

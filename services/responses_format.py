@@ -14,6 +14,7 @@ from typing import Any
 from loguru import logger
 
 from services.errors import InvalidRequestError
+from services.extension_fields import RESPONSES_FIELDS, check_extension_fields
 from services.openai_format import opt_bool, opt_int, opt_number
 
 
@@ -46,6 +47,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     """Validate a Responses request body and map it onto chat fields."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    check_extension_fields(body, RESPONSES_FIELDS)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequestError(
@@ -60,8 +62,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
             "'previous_response_id' must be a response id.", param="previous_response_id"
         )
     metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise InvalidRequestError("'metadata' must be an object.", param="metadata")
+    for name in ("text", "reasoning"):  # objects at OpenAI; anything else would be dropped
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise InvalidRequestError(f"'{name}' must be an object.", param=name)
     messages = _input_messages(body.get("input"))
     if not messages and not previous:
         raise InvalidRequestError("'input' must not be empty.", param="input")
@@ -74,7 +77,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         "tool_choice": _tool_choice(body.get("tool_choice")),
         "response_format": _text_format(body.get("text")),
         "reasoning_effort": _effort(body.get("reasoning")),
-        "user": body.get("user") if isinstance(body.get("user"), str) else None,
+        "user": body.get("user") or None,
         "parallel_tool_calls": opt_bool(body, "parallel_tool_calls"),
     }
     stream = opt_bool(body, "stream") or False

@@ -71,8 +71,11 @@ def output_items(result: ChatResult) -> list[dict[str, Any]]:
     items = []
     if result.reasoning:
         items.append(_reasoning_item(new_id("rs_"), result.reasoning))
-    if result.content:
-        items.append(_message_item(new_id("msg_"), result.content, "completed"))
+    if result.content or result.refusal:
+        # A chat refusal is the message's refusal part (reference/chat-responses-mapping.md).
+        parts = [_text_part(result.content)] if result.content else []
+        parts += [_refusal_part(result.refusal)] if result.refusal else []
+        items.append(_message_item(new_id("msg_"), parts, "completed"))
     items.extend(_call_item(new_id("fc_"), c, "completed") for c in result.tool_calls)
     return items
 
@@ -83,7 +86,12 @@ def status_of(finish_reason: str | None) -> str:
 
 def assistant_message(output: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat message a response's output becomes in a later turn's history."""
-    text = "".join(p["text"] for i in output if i["type"] == "message" for p in i["content"])
+    text = "".join(
+        p.get("text") or p.get("refusal") or ""
+        for i in output
+        if i["type"] == "message"
+        for p in i["content"]
+    )
     calls = [
         {
             "id": i["call_id"],
@@ -127,6 +135,8 @@ class ResponseEvents:
                     yield from self._write("reasoning", d.reasoning)
                 if d.content:
                     yield from self._write("message", d.content, d.replace)
+                if d.refusal:
+                    yield from self._write("refusal", d.refusal)
                 for call in d.tool_calls:
                     yield from self._call(call)
                 if d.finish_reason is not None:
@@ -164,25 +174,17 @@ class ResponseEvents:
         yield self._event(f"response.{status}", response=final)
 
     def _write(self, kind: str, text: str, replace: bool = False) -> Iterator[bytes]:
+        """Append text to the open item: reasoning, or a message's text or refusal part."""
+        item_type = "reasoning" if kind == "reasoning" else "message"
         item = self.open
-        if item is None or item["type"] != kind:
+        if item is None or item["type"] != item_type:
             yield from self._close_open()
-            item = self.open = self._open(kind)
+            item = self.open = self._open(item_type)
             yield from self._added(item)
         elif replace:
             text = REPLACE_SEPARATOR + text  # a stream cannot take back what it sent
         index = self.output.index(item)
-        if kind == "message":
-            item["content"][0]["text"] += text
-            yield self._event(
-                "response.output_text.delta",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        else:
+        if item_type == "reasoning":
             item["summary"][0]["text"] += text
             yield self._event(
                 "response.reasoning_summary_text.delta",
@@ -191,10 +193,43 @@ class ResponseEvents:
                 summary_index=0,
                 delta=text,
             )
+            return
+        part_type = "refusal" if kind == "refusal" else "output_text"
+        parts = item["content"]
+        if not parts or parts[-1]["type"] != part_type:
+            if parts:
+                yield from self._close_part(item)
+            parts.append(_refusal_part("") if kind == "refusal" else _text_part(""))
+            yield self._event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=index,
+                content_index=len(parts) - 1,
+                part=dict(parts[-1]),
+            )
+        if kind == "refusal":
+            parts[-1]["refusal"] += text
+            yield self._event(
+                "response.refusal.delta",
+                item_id=item["id"],
+                output_index=index,
+                content_index=len(parts) - 1,
+                delta=text,
+            )
+        else:
+            parts[-1]["text"] += text
+            yield self._event(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=index,
+                content_index=len(parts) - 1,
+                delta=text,
+                logprobs=[],
+            )
 
     def _open(self, kind: str) -> dict[str, Any]:
         if kind == "message":
-            item = _message_item(new_id("msg_"), "", "in_progress")
+            item = _message_item(new_id("msg_"), [], "in_progress")
         else:
             item = _reasoning_item(new_id("rs_"), "")
         self.output.append(item)
@@ -205,13 +240,6 @@ class ResponseEvents:
         if item["type"] == "message":
             yield self._event(
                 "response.output_item.added", output_index=index, item={**item, "content": []}
-            )
-            yield self._event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=_text_part(""),
             )
         else:
             yield self._event(
@@ -225,28 +253,25 @@ class ResponseEvents:
                 part=_summary(""),
             )
 
+    def _close_part(self, item: dict[str, Any]) -> Iterator[bytes]:
+        """End the message's last content part: its .done event, then content_part.done."""
+        index, content_index = self.output.index(item), len(item["content"]) - 1
+        part = item["content"][-1]
+        at = {"item_id": item["id"], "output_index": index, "content_index": content_index}
+        if part["type"] == "refusal":
+            yield self._event("response.refusal.done", **at, refusal=part["refusal"])
+        else:
+            yield self._event("response.output_text.done", **at, text=part["text"], logprobs=[])
+        yield self._event("response.content_part.done", **at, part=dict(part))
+
     def _close_open(self) -> Iterator[bytes]:
         item, self.open = self.open, None
         if item is None:
             return
         index = self.output.index(item)
         if item["type"] == "message":
-            text = item["content"][0]["text"]
-            yield self._event(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                text=text,
-                logprobs=[],
-            )
-            yield self._event(
-                "response.content_part.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=_text_part(text),
-            )
+            if item["content"]:
+                yield from self._close_part(item)
             item["status"] = "completed"
         else:
             text = item["summary"][0]["text"]
@@ -311,13 +336,17 @@ def _summary(text: str) -> dict[str, Any]:
     return {"type": "summary_text", "text": text}
 
 
-def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def _refusal_part(text: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": text}
+
+
+def _message_item(item_id: str, parts: list[dict[str, Any]], status: str) -> dict[str, Any]:
     return {
         "type": "message",
         "id": item_id,
         "status": status,
         "role": "assistant",
-        "content": [_text_part(text)],
+        "content": parts,
     }
 
 

@@ -152,7 +152,9 @@ def test_deep_nesting_under_the_parser_limit_is_refused_not_a_500(fuzz_gateway, 
     bodies = {
         "/v1/chat/completions": '{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
         f'"options": {{"a": {nested}}}}}',
-        "/v1/responses": f'{{"model": "m", "input": "hi", "metadata": {{"a": {nested}}}}}',
+        # metadata holds only strings (OpenAI's rule), so the nesting rides in a JSON schema.
+        "/v1/responses": '{"model": "m", "input": "hi", "text": {"format": {"type": '
+        f'"json_schema", "name": "s", "schema": {{"a": {nested}}}}}}}}}',
     }
     for path, body in bodies.items():
         response = post_raw(fuzz_gateway, path, body.encode())

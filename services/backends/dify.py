@@ -219,6 +219,7 @@ class DifyBackend(Backend):
             remembered = bool(conversation)
         # With no conversation to continue, the whole transcript goes in, so no context is lost.
         query = newest if conversation or not earlier else transcript(req.messages[: last + 1])
+        # `inputs` was checked to be an object when the request was parsed (extension_fields).
         inputs = {**app.inputs, **(req.extra.get("inputs") or {})}
         body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": user}
         if mode in CHAT_FAMILY:

@@ -226,7 +226,7 @@ class OllamaBackend(Backend):
                 payload["format"] = req.response_format["json_schema"].get("schema") or "json"
         if req.reasoning_effort is not None:
             payload["think"] = THINK[req.reasoning_effort]
-        if "keep_alive" in req.extra:
+        if req.extra.get("keep_alive") is not None:
             payload["keep_alive"] = req.extra["keep_alive"]
         return payload
 

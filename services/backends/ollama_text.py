@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.errors import UpstreamError
+from services.finite_numbers import is_finite_number, token_count
 from services.types import (
     ChatDelta,
     ChatRequest,
@@ -36,7 +37,7 @@ def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:
         payload["suffix"] = req.suffix
     if options:
         payload["options"] = options
-    if "keep_alive" in extra:
+    if extra.get("keep_alive") is not None:
         payload["keep_alive"] = extra["keep_alive"]
     payload["stream"] = stream
     return payload
@@ -96,7 +97,7 @@ def embed_payload(req: EmbeddingRequest) -> dict[str, Any]:
     if req.dimensions is not None:
         payload["dimensions"] = req.dimensions
     for name in ("truncate", "keep_alive", "options"):  # Ollama-specific extras
-        if name in req.extra:
+        if req.extra.get(name) is not None:
             payload[name] = req.extra[name]
     return payload
 
@@ -112,18 +113,19 @@ def embedding_result(body: Any, count: int, title: str) -> EmbeddingResult:
         raise UpstreamError(f"{title} sent no usable embeddings ({count} expected).")
     return EmbeddingResult(
         vectors=tuple(tuple(float(x) for x in v) for v in vectors),
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+        prompt_tokens=token_count(body.get("prompt_eval_count")),
     )
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    # 1e400 from an upstream reads as infinity and would go out as `Infinity`, not JSON.
+    return is_finite_number(x)
 
 
 def usage_of(body: Mapping[str, Any]) -> Usage:
     """Read the token counts of a final object."""
     # Zero counts are omitted from Ollama's JSON (omitempty), so a missing one means 0.
     return Usage(
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
-        completion_tokens=int(body.get("eval_count") or 0),
+        prompt_tokens=token_count(body.get("prompt_eval_count")),
+        completion_tokens=token_count(body.get("eval_count")),
     )

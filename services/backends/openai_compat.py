@@ -19,12 +19,14 @@ from config import BackendSettings, Settings
 from services.backends.base import Backend
 from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
 from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
+from services.finite_numbers import finite_float, token_count
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
 from services.ndjson import loads
 from services.outbound import FetchPolicy
 from services.responses_convert import (
     ResponsesStreamReader,
+    as_dict,
     chat_to_responses,
     responses_to_result,
 )
@@ -245,9 +247,9 @@ class OpenAICompatBackend(Backend):
         reply = self._post("/embeddings", body)
         try:
             rows = sorted(reply["data"], key=lambda row: row["index"])
-            vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
-            tokens = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
-        except (KeyError, TypeError, ValueError):
+            vectors = tuple(tuple(finite_float(x) for x in row["embedding"]) for row in rows)
+            tokens = token_count(as_dict(reply.get("usage")).get("prompt_tokens"))
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise UpstreamError(f"{self.title} sent embeddings Relay cannot read.") from None
         return EmbeddingResult(vectors, tokens)
 

@@ -1,0 +1,22 @@
+"""Flask's JSON rendering, refusing to write NaN or Infinity, which are not JSON.
+
+Python's json writes them by default; a client's parser then fails on a 200 reply. Inputs are
+checked where they enter (json_body, the backends' readers); this is the last guard, so a
+number that slipped through is a logged 500 in OpenAI's envelope, never invalid JSON
+(README, Errors).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.json.provider import DefaultJSONProvider
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    sort_keys = False  # replies keep OpenAI's field order
+    ensure_ascii = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
