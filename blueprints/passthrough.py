@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from blueprints import gateway
+from blueprints.request_body import body_stream
 
 bp = Blueprint("passthrough", __name__)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -25,7 +26,7 @@ def forward(rest: str) -> Response:
         request.method,
         path,
         request.headers,
-        request.stream if has_body else None,
+        body_stream() if has_body else None,  # size, deadline and upload limits
         request.content_length,
         caller_auth,
     )

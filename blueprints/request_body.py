@@ -1,0 +1,189 @@
+"""Request bodies as Relay reads them (finding 6 of issue 11, README "Request bodies").
+
+- Never more than RELAY_MAX_BODY_BYTES, whatever the framing: a Content-Length over it is
+  refused before reading, a chunked body is read up to one byte past it; both are a 413.
+- The whole body must arrive within RELAY_BODY_TIMEOUT_SECONDS of the first read (408), so a
+  client trickling bytes cannot hold a worker's connection for long.
+- One key may be sending at most RELAY_MAX_UPLOADS_PER_KEY bodies at once in a worker (429);
+  requests whose body has arrived (streams being generated) do not count.
+
+After any of these errors the connection is closed: the rest of the body is never read.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import IO, Any
+
+import gevent
+from flask import Flask, Response, current_app, g, request
+
+from services.errors import (
+    InvalidRequestError,
+    RateLimitError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+)
+from services.upload_slots import UploadSlots
+
+CHUNK = 65536
+
+
+def read_body() -> bytes:
+    """Return the whole request body (read once per request, then kept on `g`)."""
+    if "request_body" in g:
+        return g.request_body  # type: ignore[no-any-return]
+    receipt = _start_receiving()
+    try:
+        data = _read_limited(receipt)
+    finally:
+        receipt.finish()
+    g.request_body = data
+    return data
+
+
+def body_stream() -> IO[bytes]:
+    """The request body as a stream for the pass-through, under the same three rules."""
+    return _BodyStream(_start_receiving())  # type: ignore[return-value]
+
+
+class _Receipt:
+    """One body being received: its upload slot and its deadline."""
+
+    def __init__(self, slots: UploadSlots, caller: str, seconds: float) -> None:
+        self.slots, self.caller = slots, caller
+        self.deadline = time.monotonic() + seconds
+        self.done = False
+        self.stream = request.environ["wsgi.input"]
+        self.length = request.content_length
+        self.limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+        self.received = 0
+        if self.length is not None and self.length > self.limit:
+            self.finish()
+            _close_connection()
+            raise RequestTooLargeError(_too_large())
+        if self.length is None and not request.environ.get("wsgi.input_terminated"):
+            self.length = 0  # the server cannot end an unframed body: read none (werkzeug's rule)
+
+    def read(self, size: int) -> bytes:
+        """Read up to `size` bytes before the deadline; b"" at the end of the body."""
+        wanted = (self.length if self.length is not None else self.limit + 1) - self.received
+        size = min(size if size >= 0 else CHUNK, wanted)
+        if size <= 0:
+            self.finish()
+            return b""
+        left = self.deadline - time.monotonic()
+        timer = gevent.Timeout(max(left, 0.001))
+        timer.start()
+        try:
+            chunk: bytes = self.stream.read(size)
+        except gevent.Timeout as fired:
+            if fired is not timer:
+                raise
+            self.finish()
+            _close_connection()
+            raise RequestTimeoutError(
+                f"The request body did not arrive within {_seconds()} seconds."
+            ) from None
+        finally:
+            timer.close()
+        self.received += len(chunk)
+        if self.received > self.limit:
+            self.finish()
+            _close_connection()
+            raise RequestTooLargeError(_too_large())
+        if not chunk:
+            self.finish()
+            if self.length is not None and self.received < self.length:
+                _close_connection()
+                raise InvalidRequestError("The request body ended before its Content-Length.")
+        return chunk
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.slots.release(self.caller)
+
+
+class _BodyStream:
+    """A file-like view of a _Receipt, for code that streams the body on (requests)."""
+
+    def __init__(self, receipt: _Receipt) -> None:
+        self.receipt = receipt
+
+    def read(self, size: int = -1) -> bytes:
+        if size is not None and size >= 0:
+            return self.receipt.read(size)
+        return b"".join(iter(lambda: self.receipt.read(CHUNK), b""))
+
+
+def _read_limited(receipt: _Receipt) -> bytes:
+    return b"".join(iter(lambda: receipt.read(CHUNK), b""))
+
+
+def _start_receiving() -> _Receipt:
+    slots: UploadSlots = current_app.extensions["relay_uploads"]
+    caller = _caller()
+    if not slots.acquire(caller):
+        _close_connection()
+        raise RateLimitError(
+            f"Too many request bodies are being sent with this key at once (at most "
+            f"{slots.per_caller}); wait for one to finish.",
+            code="too_many_uploads",
+            retry_after=1,
+        )
+    receipt = _Receipt(slots, caller, current_app.extensions["relay"].settings.body_timeout)
+    g.body_receipt = receipt  # released at teardown if the view never finished reading
+    return receipt
+
+
+def _caller() -> str:
+    key = g.get("api_key")
+    if key is None or current_app.extensions["relay"].keys.open:
+        return "address:" + (request.remote_addr or "")  # no keys: one count per client
+    return "key:" + str(key.name)
+
+
+def _seconds() -> str:
+    return f"{current_app.extensions['relay'].settings.body_timeout:g}"
+
+
+def _too_large() -> str:
+    limit = request.max_content_length
+    return f"The request body is larger than this gateway accepts ({limit} bytes)."
+
+
+def _close_connection() -> None:
+    g.close_connection = True
+
+
+def _end_connection(response: Response) -> Response:
+    """Close the connection after an answer given before the body was read to its end."""
+    if g.get("close_connection"):
+        sock: Any = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            # After the answer is written: the client sees it, then the end of the stream;
+            # gunicorn stops reading the rest of the body when the connection ends.
+            response.call_on_close(lambda: _shut(sock))
+    return response
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the client has gone already
+
+
+def _release(_error: BaseException | None) -> None:
+    receipt = g.get("body_receipt")
+    if receipt is not None:
+        receipt.finish()
+
+
+def register_request_bodies(app: Flask) -> None:
+    settings = app.extensions["relay"].settings
+    app.extensions["relay_uploads"] = UploadSlots(settings.max_uploads_per_key)
+    app.after_request(_end_connection)
+    app.teardown_request(_release)
