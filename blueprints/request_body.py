@@ -54,7 +54,8 @@ class _Receipt:
     def __init__(self, slots: UploadSlots, caller: str, seconds: float) -> None:
         self.slots, self.caller = slots, caller
         self.deadline = time.monotonic() + seconds
-        self.done = False
+        self.done = False  # the upload slot is given back
+        self.complete = False  # the body was read to its end
         self.stream = request.environ["wsgi.input"]
         self.length = request.content_length
         self.limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -72,6 +73,7 @@ class _Receipt:
         size = min(size if size >= 0 else CHUNK, wanted)
         if size <= 0:
             self.finish()
+            self.complete = self.length is not None  # all of the Content-Length is in
             return b""
         left = self.deadline - time.monotonic()
         timer = gevent.Timeout(max(left, 0.001))
@@ -95,6 +97,7 @@ class _Receipt:
             raise RequestTooLargeError(_too_large())
         if not chunk:
             self.finish()
+            self.complete = True
             if self.length is not None and self.received < self.length:
                 _close_connection()
                 raise InvalidRequestError("The request body ended before its Content-Length.")
@@ -160,13 +163,23 @@ def _close_connection() -> None:
 
 def _end_connection(response: Response) -> Response:
     """Close the connection after an answer given before the body was read to its end."""
-    if g.get("close_connection"):
+    if g.get("close_connection") or _body_left_unread():
         sock: Any = request.environ.get("gunicorn.socket")
         if sock is not None:
             # After the answer is written: the client sees it, then the end of the stream;
             # gunicorn stops reading the rest of the body when the connection ends.
             response.call_on_close(lambda: _shut(sock))
     return response
+
+
+def _body_left_unread() -> bool:
+    # Refused before reading (no key, a rate limit): otherwise gunicorn would read the rest of
+    # the body, however slowly it comes, to find the next request on the connection.
+    framed = bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    ).lower()
+    receipt = g.get("body_receipt")
+    return framed and "request_body" not in g and (receipt is None or not receipt.complete)
 
 
 def _shut(sock: socket.socket) -> None:

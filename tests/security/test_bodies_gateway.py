@@ -238,3 +238,22 @@ def test_slow_uploads_are_capped_on_the_pass_through_too(gateway):
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 100", "Transfer-Encoding: chunked"])
+def test_body_refused_unread_ends_the_connection(gateway, framing):
+    # A wrong key is refused before the body is read; the connection must not stay open for
+    # the rest of it (however slowly it comes) and then serve another request.
+    sock = send_head(gateway.port, "/v1/chat/completions", framing, key="sk-not-a-real-key-99")
+    try:
+        sock.sendall(b"5\r\n{\"mod\r\n" if "chunked" in framing else b'{"model": ')
+        status, _headers, body = response_of(sock)
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        rest = b"0\r\n\r\n" if "chunked" in framing else b" " * 90
+        try:
+            sock.sendall(rest + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert closed_by_server(sock)  # no second answer on this connection
+    finally:
+        sock.close()
