@@ -12,6 +12,7 @@ After any of these errors the connection is closed: the rest of the body is neve
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from typing import IO, Any
@@ -175,18 +176,17 @@ def _end_connection(response: Response) -> Response:
 def _body_left_unread() -> bool:
     # Refused before reading (no key, a rate limit): otherwise gunicorn would read the rest of
     # the body, however slowly it comes, to find the next request on the connection.
-    framed = bool(request.content_length) or "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    ).lower()
+    framed = (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
     receipt = g.get("body_receipt")
     return framed and "request_body" not in g and (receipt is None or not receipt.complete)
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the client has gone already
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # the client has gone already
 
 
 def _release(_error: BaseException | None) -> None:

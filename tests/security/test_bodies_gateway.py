@@ -4,6 +4,7 @@ the attack is in how the bytes are framed and paced."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -190,7 +191,11 @@ def test_streams_being_generated_do_not_count_as_uploads(gateway, ollama):
         for _ in range(CAP + 4):
             resp = requests.post(
                 gateway.url + "/v1/chat/completions",
-                json={"model": "llama3.2", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                json={
+                    "model": "llama3.2",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
                 headers={"Authorization": f"Bearer {SLOW_KEY}"},
                 stream=True,
                 timeout=10,
@@ -212,7 +217,7 @@ def test_streams_being_generated_do_not_count_as_uploads(gateway, ollama):
 
 def test_chunked_body_that_never_ends_gets_408(gateway):
     sock = send_head(gateway.port, "/v1/embeddings", "Transfer-Encoding: chunked")
-    sock.sendall(b"5\r\n{\"mod\r\n")
+    sock.sendall(b'5\r\n{"mod\r\n')
     status, _headers, body = response_of(sock)
     assert status == 408 and body["error"]["code"] == "request_timeout"
     assert closed_by_server(sock)
@@ -246,14 +251,12 @@ def test_body_refused_unread_ends_the_connection(gateway, framing):
     # the rest of it (however slowly it comes) and then serve another request.
     sock = send_head(gateway.port, "/v1/chat/completions", framing, key="sk-not-a-real-key-99")
     try:
-        sock.sendall(b"5\r\n{\"mod\r\n" if "chunked" in framing else b'{"model": ')
+        sock.sendall(b'5\r\n{"mod\r\n' if "chunked" in framing else b'{"model": ')
         status, _headers, body = response_of(sock)
         assert status == 401 and body["error"]["code"] == "invalid_api_key"
         rest = b"0\r\n\r\n" if "chunked" in framing else b" " * 90
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(rest + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         assert closed_by_server(sock)  # no second answer on this connection
     finally:
         sock.close()

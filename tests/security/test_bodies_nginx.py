@@ -52,9 +52,7 @@ def dify_env(tmp: Path, url: str, **extra: str) -> dict[str, str]:
 def dify(fake_dify: FakeDify) -> FakeDify:
     fake_dify.reset()
     app = fake_dify.add_app(CHAT_KEY, "chat", name="chatbot")
-    app.files = [
-        {"type": "image", "url": f"/files/tools/cat.png{SIGNED}", "filename": "cat.png"}
-    ]
+    app.files = [{"type": "image", "url": f"/files/tools/cat.png{SIGNED}", "filename": "cat.png"}]
     return fake_dify
 
 
