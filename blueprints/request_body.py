@@ -20,6 +20,7 @@ from typing import IO, Any
 import gevent
 from flask import Flask, Response, current_app, g, request
 
+from services import server_connection
 from services.errors import (
     InvalidRequestError,
     RateLimitError,
@@ -29,6 +30,7 @@ from services.errors import (
 from services.upload_slots import UploadSlots
 
 CHUNK = 65536
+LINGER_SECONDS = 2  # how long a refused client may go on sending before the connection ends
 
 
 def read_body() -> bytes:
@@ -164,12 +166,11 @@ def _close_connection() -> None:
 
 def _end_connection(response: Response) -> Response:
     """Close the connection after an answer given before the body was read to its end."""
-    if g.get("close_connection") or _body_left_unread():
-        sock: Any = request.environ.get("gunicorn.socket")
-        if sock is not None:
-            # After the answer is written: the client sees it, then the end of the stream;
-            # gunicorn stops reading the rest of the body when the connection ends.
-            response.call_on_close(lambda: _shut(sock))
+    if not (g.get("close_connection") or _body_left_unread()):
+        return response
+    sock: Any = request.environ.get("gunicorn.socket")
+    if server_connection.close_after_response() and sock is not None:
+        response.call_on_close(lambda: _linger(sock))
     return response
 
 
@@ -184,9 +185,14 @@ def _body_left_unread() -> bool:
     return framed and "request_body" not in g and (receipt is None or not receipt.complete)
 
 
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # the client has gone already
+def _linger(sock: socket.socket) -> None:
+    # Once the answer is written: end our side, then read and drop what the client is still
+    # sending for a moment before gunicorn closes. Closing with unread bytes would reset the
+    # connection, and the client could lose the answer (nginx's lingering_close, in short).
+    with contextlib.suppress(OSError), gevent.Timeout(LINGER_SECONDS, False):
         sock.shutdown(socket.SHUT_WR)
+        while sock.recv(CHUNK):
+            pass
 
 
 def _release(_error: BaseException | None) -> None:

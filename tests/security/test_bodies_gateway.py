@@ -122,8 +122,9 @@ def test_chunked_body_over_the_limit_is_413_on_every_json_route(gateway, path):
 def test_content_length_over_the_limit_is_413_before_the_body(gateway, path):
     # Only the headers are sent: the answer must not wait for (or read) the promised body.
     sock = send_head(gateway.port, path, f"Content-Length: {50 * 1024 * 1024}")
-    status, _headers, body = response_of(sock)
+    status, headers, body = response_of(sock)
     assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert headers["connection"] == "close"
     assert closed_by_server(sock)  # the 50 MB that would follow are never read
     sock.close()
 
@@ -132,10 +133,11 @@ def test_chunked_body_under_the_limit_works(gateway, ollama: FakeOllama):
     sock = send_head(gateway.port, "/v1/chat/completions", "Transfer-Encoding: chunked")
     for frame in chunked(chat_body(LIMIT // 2), size=1000):
         sock.sendall(frame)
-    status, _headers, body = response_of(sock)
+    status, headers, body = response_of(sock)
     sock.close()
     assert status == 200, body
     assert body["choices"][0]["message"]["role"] == "assistant"
+    assert headers["connection"] == "keep-alive"  # a body read in full leaves it reusable
 
 
 # --- slow bodies: a deadline, and a cap per key ---------------------------------------------
@@ -164,6 +166,7 @@ def test_slow_bodies_from_one_key_cannot_take_the_workers_connections(gateway, o
         # CAP bodies are waited for until the deadline, the rest are refused at once.
         assert statuses == [408] * CAP + [429] * (uploads - CAP)
         for status, headers, body in answers:
+            assert headers["connection"] == "close"  # nobody may reuse it: the body is unread
             if status == 429:
                 assert headers["retry-after"] == "1"
                 assert body["error"]["code"] == "too_many_uploads"
@@ -252,8 +255,9 @@ def test_body_refused_unread_ends_the_connection(gateway, framing):
     sock = send_head(gateway.port, "/v1/chat/completions", framing, key="sk-not-a-real-key-99")
     try:
         sock.sendall(b'5\r\n{"mod\r\n' if "chunked" in framing else b'{"model": ')
-        status, _headers, body = response_of(sock)
+        status, headers, body = response_of(sock)
         assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        assert headers["connection"] == "close"
         rest = b"0\r\n\r\n" if "chunked" in framing else b" " * 90
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(rest + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
