@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from typing import IO, Any
 
-import gevent
 from flask import Flask, Response, current_app, g, request
 
 from services import server_connection
@@ -56,9 +56,15 @@ class _Receipt:
 
     def __init__(self, slots: UploadSlots, caller: str, seconds: float) -> None:
         self.slots, self.caller = slots, caller
-        self.deadline = time.monotonic() + seconds
         self.done = False  # the upload slot is given back
+        self.expired = False  # the deadline passed before the body was in
         self.complete = False  # the body was read to its end
+        # gunicorn reads the body in a loop of socket reads, so a timeout per read would never
+        # fire on a steady trickle: a watchdog ends the reading side at the deadline instead.
+        # (A thread here is a greenlet under gevent; outside gunicorn there is no deadline.)
+        self.sock: Any = request.environ.get("gunicorn.socket")
+        self.watchdog = threading.Timer(seconds, self._expire)
+        self.watchdog.daemon = True
         self.stream = request.environ["wsgi.input"]
         self.length = request.content_length
         self.limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -69,6 +75,13 @@ class _Receipt:
             raise RequestTooLargeError(_too_large())
         if self.length is None and not request.environ.get("wsgi.input_terminated"):
             self.length = 0  # the server cannot end an unframed body: read none (werkzeug's rule)
+        if self.sock is not None:
+            self.watchdog.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)  # a read in progress returns at once
 
     def read(self, size: int) -> bytes:
         """Read up to `size` bytes before the deadline; b"" at the end of the body."""
@@ -78,21 +91,16 @@ class _Receipt:
             self.finish()
             self.complete = self.length is not None  # all of the Content-Length is in
             return b""
-        left = self.deadline - time.monotonic()
-        timer = gevent.Timeout(max(left, 0.001))
-        timer.start()
         try:
             chunk: bytes = self.stream.read(size)
-        except gevent.Timeout as fired:
-            if fired is not timer:
-                raise
+        except OSError:  # gunicorn's NoMoreData included: the client (or the watchdog) ended it
+            chunk = b""
+        if self.expired:
             self.finish()
             _close_connection()
             raise RequestTimeoutError(
                 f"The request body did not arrive within {_seconds()} seconds."
-            ) from None
-        finally:
-            timer.close()
+            )
         self.received += len(chunk)
         if self.received > self.limit:
             self.finish()
@@ -109,6 +117,7 @@ class _Receipt:
     def finish(self) -> None:
         if not self.done:
             self.done = True
+            self.watchdog.cancel()
             self.slots.release(self.caller)
 
 
@@ -189,10 +198,13 @@ def _linger(sock: socket.socket) -> None:
     # Once the answer is written: end our side, then read and drop what the client is still
     # sending for a moment before gunicorn closes. Closing with unread bytes would reset the
     # connection, and the client could lose the answer (nginx's lingering_close, in short).
-    with contextlib.suppress(OSError), gevent.Timeout(LINGER_SECONDS, False):
+    end = time.monotonic() + LINGER_SECONDS
+    with contextlib.suppress(OSError):  # a timeout included
         sock.shutdown(socket.SHUT_WR)
-        while sock.recv(CHUNK):
-            pass
+        while (left := end - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(CHUNK):
+                break
 
 
 def _release(_error: BaseException | None) -> None:
