@@ -264,3 +264,22 @@ def test_body_refused_unread_ends_the_connection(gateway, framing):
         assert closed_by_server(sock)  # no second answer on this connection
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("framing", ["Transfer-Encoding: chunked", f"Content-Length: {LIMIT * 4}"])
+def test_pass_through_body_over_the_limit_is_413(gateway, upstream, framing):
+    upstream.reset()
+    sock = send_head(gateway.port, "/v1/audio/transcriptions", framing)
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            data = b"x" * (LIMIT * 4)
+            frames = chunked(data) if "chunked" in framing else [data]
+            for frame in frames:
+                sock.sendall(frame)
+        status, _headers, body = response_of(sock)
+    finally:
+        sock.close()
+    assert status == 413, body
+    assert body["error"]["code"] == "request_too_large"
+    # The upstream never got a whole request cut at the limit.
+    assert not [r for r in upstream.requests if r.path == "/v1/audio/transcriptions"]
