@@ -2,8 +2,8 @@
 
 - Never more than RELAY_MAX_BODY_BYTES, whatever the framing: a Content-Length over it is
   refused before reading, a chunked body is read up to one byte past it; both are a 413.
-- The whole body must arrive within RELAY_BODY_TIMEOUT_SECONDS of the first read (408), so a
-  client trickling bytes cannot hold a worker's connection for long.
+- The whole body must arrive within RELAY_BODY_TIMEOUT_SECONDS of Relay starting to read it
+  (408), so a client trickling bytes cannot hold a worker's connection for long.
 - One key may be sending at most RELAY_MAX_UPLOADS_PER_KEY bodies at once in a worker (429);
   requests whose body has arrived (streams being generated) do not count.
 
@@ -92,12 +92,14 @@ class _Receipt:
             self.complete = self.length is not None  # all of the Content-Length is in
             return b""
         try:
-            chunk: bytes = self.stream.read(size)
+            chunk: bytes | None = self.stream.read(size)
         except OSError:  # gunicorn's NoMoreData included: the client (or the watchdog) ended it
-            chunk = b""
-        if self.expired:
+            chunk = None
+        if self.expired or chunk is None:
             self.finish()
             _close_connection()
+            if not self.expired:  # a chunked body cut short must not pass for a whole one
+                raise InvalidRequestError("The request body was cut off.")
             raise RequestTimeoutError(
                 f"The request body did not arrive within {_seconds()} seconds."
             )

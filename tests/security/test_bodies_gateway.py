@@ -283,3 +283,15 @@ def test_pass_through_body_over_the_limit_is_413(gateway, upstream, framing):
     assert body["error"]["code"] == "request_too_large"
     # The upstream never got a whole request cut at the limit.
     assert not [r for r in upstream.requests if r.path == "/v1/audio/transcriptions"]
+
+
+def test_chunked_body_cut_off_is_not_taken_for_a_whole_one(gateway, upstream):
+    # The client goes away without the last chunk: nothing may reach the upstream as complete.
+    upstream.reset()
+    sock = send_head(gateway.port, "/v1/audio/transcriptions", "Transfer-Encoding: chunked")
+    sock.sendall(b"5\r\nhello\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        response_of(sock)  # a 400, if the client is still there to read it
+    sock.close()
+    assert not [r for r in upstream.requests if r.path == "/v1/audio/transcriptions"]
