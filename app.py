@@ -15,6 +15,7 @@ from blueprints.cache_control import register_cache_control
 from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
 from blueprints.limits import register_limits
+from blueprints.request_body import register_request_bodies
 from blueprints.strict_json import StrictJSONProvider
 from relay_keys import keys as keys_command
 from services.gateway import build_gateway
@@ -37,6 +38,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_identity(app)
     register_limits(app)
     register_cache_control(app)
+    register_request_bodies(app)  # after identify_caller: uploads are counted per key
     app.cli.add_command(keys_command)
     register_blueprints(app)
     register_error_handlers(app)

@@ -64,6 +64,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (408 after)
+    max_uploads_per_key: int = 16  # bodies one key may be sending at once, per worker (429 above)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     backends: tuple[BackendSettings, ...] = ()
     fetch_image_urls: bool = False
@@ -111,6 +113,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_WORKERS": ("gunicorn worker processes", "1"),
     "RELAY_WORKER_CONNECTIONS": ("concurrent connections per gevent worker", "1000"),
     "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
+    "RELAY_BODY_TIMEOUT_SECONDS": ("seconds a request body may take to arrive (408 after)", "30"),
+    "RELAY_MAX_UPLOADS_PER_KEY": (
+        "request bodies one key may be sending at once, per worker (429 above)",
+        "16",
+    ),
     "DIFY_API_URL": ("Dify API of the quick-start app, e.g. https://api.dify.ai/v1", "unset"),
     "DIFY_API_KEY": ("the quick-start Dify app's key (app-...)", "unset"),
     "DIFY_MODEL": ("model name of the quick-start Dify app when Ollama is also set", "dify"),
@@ -257,6 +264,12 @@ def _build(env: Mapping[str, str]) -> Settings:
         allow_open=_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),
         max_body_bytes=_int(
             *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
+        ),
+        body_timeout=_float(
+            *pick("RELAY_BODY_TIMEOUT_SECONDS", server, "body_timeout", 30.0), lo=0.1
+        ),
+        max_uploads_per_key=_int(
+            *pick("RELAY_MAX_UPLOADS_PER_KEY", server, "max_uploads_per_key", 16), lo=1, hi=100_000
         ),
         cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         backends=_backends(env, doc),

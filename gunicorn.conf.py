@@ -63,6 +63,15 @@ def on_starting(server):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
 
 
+def pre_request(worker, req):
+    """Let the app close a connection whose body it refused unread (services/server_connection)."""
+    worker.log.debug("%s %s", req.method, req.path)  # gunicorn's own pre_request
+    # Imported here, in the worker, after gevent has patched it (never in the master).
+    from services import server_connection
+
+    server_connection.remember(req)
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (streams in flight) from /metrics."""
     from prometheus_client import multiprocess

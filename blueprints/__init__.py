@@ -70,21 +70,17 @@ def call_context() -> CallContext:
 
 def json_body() -> object:
     """Return the parsed JSON body; raise a 400 when it is missing or not JSON."""
-    from flask import request
-
+    from blueprints.request_body import read_body
     from services.errors import InvalidRequestError
 
-    if not request.get_data(cache=True):
+    data = read_body()  # size, deadline and per-key upload limits (request_body.py)
+    if not data:
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:
         # Strict JSON: NaN and Infinity would otherwise pass through to backends (a 502) or
         # back to the client as invalid JSON, and a body nested past the parser's recursion
         # limit must be a 400, not a 500 (both found by tests/test_fuzz_*.py).
-        body = json.loads(
-            request.get_data(cache=True),
-            parse_constant=_reject_constant,
-            parse_float=_float_or_overflow,
-        )
+        body = json.loads(data, parse_constant=_reject_constant, parse_float=_float_or_overflow)
     except (ValueError, RecursionError):
         body = None
     if body is None:

@@ -51,7 +51,12 @@ def retrieve_file(name: str) -> Response:
 
 
 def public_base_url() -> str:
-    """Return the URL the caller reached Relay at, as a trusted proxy reports it."""
+    """Return RELAY_PUBLIC_URL, else the URL the caller reached Relay at, as a trusted proxy
+    reports it. Host and X-Forwarded-Host are the client's to choose, so links that outlive
+    the request (kept files) should come from RELAY_PUBLIC_URL (README "Files that last")."""
+    configured = current_app.extensions["relay"].settings.public_url
+    if configured:
+        return str(configured)
     scheme, host = request.scheme, request.host
     if "relay.proxy_addr" in request.environ:  # came through a trusted proxy (client_address)
         scheme = _first(request.headers.get("X-Forwarded-Proto")) or scheme

@@ -14,6 +14,7 @@ from typing import IO
 from flask import Blueprint, Response, g, request
 
 from blueprints import gateway
+from blueprints.request_body import body_stream
 from services.errors import InvalidRequestError
 from services.passthrough_body import check_json, is_json, read_bounded
 from services.passthrough_paths import checked_path
@@ -51,10 +52,11 @@ def _body() -> tuple[IO[bytes] | None, int | None, str | None]:
     """
     if not (request.content_length or request.headers.get("Transfer-Encoding")):
         return None, None, None
+    stream = body_stream()  # size, deadline and per-key upload limits (request_body.py)
     content_type = request.headers.get("Content-Type")
     if content_type and not is_json(content_type):
-        return request.stream, request.content_length, None
-    data = read_bounded(request.stream, gateway().settings.max_body_bytes)
+        return stream, request.content_length, None
+    data = read_bounded(stream, gateway().settings.max_body_bytes)
     model = check_json(data, g.api_key)
     return io.BytesIO(data), len(data), model
 

@@ -3,7 +3,8 @@
 GatewayError (500 server_error)
 ├── InvalidRequestError (400 invalid_request_error, names the param)
 │   ├── UnsupportedError (400: the model's backend cannot do this)
-│   └── RequestTooLargeError (413)
+│   ├── RequestTooLargeError (413)
+│   └── RequestTimeoutError (408: the body did not arrive in time)
 ├── AuthenticationError (401 invalid_api_key)
 ├── PermissionDeniedError (403 permission_error)
 ├── NotFoundError (404)
@@ -61,6 +62,11 @@ class InvalidRequestError(GatewayError):
 class RequestTooLargeError(InvalidRequestError):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeoutError(InvalidRequestError):
+    status = 408
+    code = "request_timeout"
 
 
 class UnsupportedError(InvalidRequestError):
