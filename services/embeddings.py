@@ -7,6 +7,7 @@ import json
 
 from services.backends.base import Backend
 from services.cached_chat import cacheable
+from services.errors import GatewayError
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import CachePolicy, Codec, cache_key
@@ -36,22 +37,20 @@ def _payload(req: EmbeddingRequest) -> dict[str, object]:
     return {k: v for k, v in dataclasses.asdict(req).items() if k != "user"}
 
 
-def route(gw: Gateway, req: EmbeddingRequest, ctx: CallContext, key: ApiKey) -> Backend:
-    """Check that the key may use the model; return the backend that serves it.
-
-    Separate from embed() so the access log names the backend even when embedding fails.
-    """
-    require_model(key, req.model)
-    return gw.router.resolve(req.model, ctx)
-
-
 def embed(
-    gw: Gateway, backend: Backend, req: EmbeddingRequest, ctx: CallContext, policy: CachePolicy
-) -> tuple[EmbeddingResult, str]:
-    """Embed the inputs on `backend`, or answer from the cache; also says HIT, MISS or BYPASS."""
-    return gw.cache.run(
-        lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
-        cacheable(backend, ctx, policy),
-        lambda: _embed(gw, backend, req, ctx),
-        EMBEDDING_CODEC,
-    )
+    gw: Gateway, req: EmbeddingRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
+) -> tuple[Backend, EmbeddingResult, str]:
+    """Embed the inputs, or answer from the cache; also says HIT, MISS or BYPASS."""
+    require_model(key, req.model)
+    backend = gw.router.resolve(req.model, ctx)
+    try:
+        result, status = gw.cache.run(
+            lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
+            cacheable(backend, ctx, policy),
+            lambda: _embed(gw, backend, req, ctx),
+            EMBEDDING_CODEC,
+        )
+    except GatewayError as e:
+        e.backend = backend.name  # the access log and metrics name it, as for chat
+        raise
+    return backend, result, status
