@@ -14,6 +14,7 @@ from typing import IO, Any
 from services.errors import InvalidRequestError, RequestTooLargeError
 from services.json_keys import check_top_level_keys
 from services.keys import ApiKey, require_model
+from services.unicode_text import check_no_lone_surrogates
 
 MAX_DEPTH = 128  # far beyond any real request, far below Python's recursion limit
 
@@ -56,6 +57,7 @@ def check_json(body: bytes, key: ApiKey) -> str | None:
         raise InvalidRequestError(f"The request body is not valid JSON: {e}") from None
     if _deeper_than(value, MAX_DEPTH):
         raise InvalidRequestError(f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    check_no_lone_surrogates(value)  # "\ud800": not text; the upstream may read it otherwise
     if not isinstance(value, dict):
         return None
     check_top_level_keys(value)  # `Model`, `MODEL`: a case-insensitive upstream's `model`
