@@ -15,6 +15,7 @@ from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import BYPASS, HIT, MISS, CachePolicy, Codec, cache_key
 from services.types import CallContext, ChatDelta, ChatRequest, ChatResult, ToolCall, Usage
+from services.unicode_text import escape_surrogates
 
 # Backends whose answer depends on the request alone. A Dify app keeps conversation state
 # upstream, so a reply from the cache would skip a turn it must see; its replies are not cached.
@@ -32,7 +33,8 @@ def chat_payload(req: ChatRequest) -> dict[str, Any]:
 
 
 def _encode(result: ChatResult) -> bytes:
-    return json.dumps(dataclasses.asdict(result), ensure_ascii=False).encode()
+    text = json.dumps(dataclasses.asdict(result), ensure_ascii=False)
+    return escape_surrogates(text).encode()  # an upstream's lone surrogate, escaped
 
 
 def _decode(raw: bytes) -> ChatResult:
