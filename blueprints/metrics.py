@@ -70,7 +70,9 @@ def _model_label(metrics: Metrics, status: int, fields: dict[str, Any]) -> str:
     if model == "-":
         return model
     routed = fields.get("backend", "-") != "-" and status != 404 and fields.get("routed", True)
-    return metrics.model_label(str(model), routed)
+    # A new name takes one of the bounded places only once it was answered: a backend that
+    # takes any name (a glob route) cannot have them used up by failing made-up ones.
+    return metrics.model_label(str(model), routed, answered=status < 400)
 
 
 def _address_allowed(address: str, networks: tuple[str, ...]) -> bool:

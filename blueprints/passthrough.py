@@ -16,7 +16,7 @@ from flask import Blueprint, Response, g, request
 from blueprints import gateway
 from blueprints.request_body import body_stream
 from services.errors import InvalidRequestError
-from services.passthrough_body import check_json, is_json, read_bounded
+from services.passthrough_body import check_json, is_json, looks_like_json, read_bounded
 from services.passthrough_paths import checked_path
 
 bp = Blueprint("passthrough", __name__)
@@ -49,17 +49,20 @@ def forward(rest: str) -> Response:
 def _body() -> tuple[IO[bytes] | None, int | None, str | None]:
     """The body to forward, its length, and the model a JSON body names.
 
-    A JSON body (or one without a Content-Type, which some upstreams read as JSON) is read
-    whole, within RELAY_MAX_BODY_BYTES, and checked; any other body streams on unread.
+    Multipart uploads (audio, files) stream on unread. Any other body is read whole, within
+    RELAY_MAX_BODY_BYTES, and checked when it is JSON or looks like it: some upstreams decode
+    JSON whatever the Content-Type says, so the type alone cannot exempt a body.
     """
     if not (request.content_length or request.headers.get("Transfer-Encoding")):
         return None, None, None
     stream = body_stream()  # size, deadline and per-key upload limits (request_body.py)
-    content_type = request.headers.get("Content-Type")
-    if content_type and not is_json(content_type):
+    content_type = request.headers.get("Content-Type") or ""
+    if content_type.split(";", 1)[0].strip().lower().startswith("multipart/"):
         return stream, request.content_length, None
     data = read_bounded(stream, gateway().settings.max_body_bytes)
-    model = check_json(data, g.api_key)
+    model = None
+    if not content_type or is_json(content_type) or looks_like_json(data):
+        model = check_json(data, g.api_key)
     return io.BytesIO(data), len(data), model
 
 

@@ -4,7 +4,8 @@ Secrets are kept only as SHA-256 digests. Named keys come from the config file's
 tables and are re-read when that file changes; RELAY_API_KEYS keys are fixed at start-up.
 
 Open mode (no key, everyone admitted) is decided once: a gateway that has ever had a key never
-becomes open at runtime. A reload that finds no key at all (the file emptied, cut short by a
+becomes open at runtime. A changed file is read once it has stayed unchanged for half a second.
+A reload that finds no key at all (the file emptied, cut short by a
 non-atomic write, or its last table deleted) keeps the keys in force and logs an error; to go
 open the operator restarts without keys (README "Keys").
 """
@@ -29,6 +30,7 @@ from services.errors import AuthenticationError, PermissionDeniedError
 from services.types import ModelInfo
 
 RELOAD_INTERVAL = 1.0  # seconds between looks at the key file's modification time
+SETTLE_SECONDS = 0.5  # a changed key file must stay unchanged this long before it is read
 NO_LIMITS = Limits(0, 0, 0, 0)
 
 
@@ -97,6 +99,7 @@ class KeyStore:
         self._closed = bool(self._entries)
         self._source, self._reader = source, reader
         self._stamp = self._file_stamp()
+        self._settling: tuple[int, int, int] | None = None  # a new stamp waiting to settle
         self._checked = time.monotonic()
 
     def _build(self, named: tuple[KeySettings, ...]) -> tuple[tuple[str, ApiKey], ...]:
@@ -169,7 +172,16 @@ class KeyStore:
         self._checked = time.monotonic()
         stamp = self._file_stamp()
         if stamp == self._stamp:
+            self._settling = None
             return
+        if stamp != self._settling:
+            # Changed since the last look: read it only once it has stayed the same for
+            # SETTLE_SECONDS, so a file an editor rewrites in place is not read half-written (a
+            # cut table could lose its `models` or `enabled = false` line and widen a key).
+            self._settling = stamp
+            self._checked -= RELOAD_INTERVAL - SETTLE_SECONDS  # look again that soon
+            return
+        self._settling = None
         self._stamp = stamp
         if stamp is None:
             logger.error("keys not reloaded: the config file is gone; the old keys stay in force")

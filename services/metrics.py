@@ -99,12 +99,13 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
-    def model_label(self, model: str, routed: bool) -> str:
-        """The label for a requested model: its name only for requests a backend took."""
+    def model_label(self, model: str, routed: bool, answered: bool = True) -> str:
+        """The label for a requested model: its name only for requests a backend took, and a
+        name not labelled yet only when the request was answered."""
         if not routed or not model or len(model) > MAX_MODEL_LABEL_LENGTH:
             return OTHER_MODEL
         if model not in self._model_labels:
-            if len(self._model_labels) >= MAX_MODEL_LABELS:
+            if not answered or len(self._model_labels) >= MAX_MODEL_LABELS:
                 return OTHER_MODEL
             self._model_labels.add(model)
         return model

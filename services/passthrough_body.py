@@ -27,6 +27,19 @@ def is_json(content_type: str | None) -> bool:
     )
 
 
+def looks_like_json(body: bytes) -> bool:
+    """Tell whether an upstream might read these bytes as JSON whatever their Content-Type.
+
+    Go servers (Ollama, LocalAI) and others decode the body without looking at its type, so a
+    `text/plain` body holding `{"model": ...}` must be checked like a JSON one.
+    """
+    try:
+        text = body[:4096].decode(json.detect_encoding(body), errors="ignore")
+    except LookupError:
+        return False
+    return text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "[")
+
+
 def read_bounded(stream: IO[bytes], limit: int) -> bytes:
     """Read a whole body, refusing it with a 413 once it passes `limit` bytes."""
     chunks, size = [], 0

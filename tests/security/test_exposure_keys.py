@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -89,6 +90,26 @@ def test_revoking_the_only_key_shuts_everyone_out(keyed):
     reply = requests.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {ALICE}"})
     assert reply.json()["error"]["code"] == "invalid_api_key"
     assert "revoked" in reply.json()["error"]["message"]
+
+
+def test_a_file_rewritten_in_place_is_read_only_once_it_settles(keyed):
+    """An editor rewriting the file in place can leave it cut for a moment; a cut table that
+    lost its `enabled = false` must not be loaded (it would admit a revoked key)."""
+    gw, path = keyed
+    revoked = ALICE_TABLE + "enabled = false\n"
+    before = gw.logs().count("keys reloaded")
+    path.write_text(revoked)
+    after_reload(gw, "keys reloaded", before)
+    assert status(gw, ALICE) == 401
+    time.sleep(1.2)  # the next request looks at the file again at once
+    path.write_text(ALICE_TABLE)  # the cut moment: the table without its last line
+    seen = []
+    end = time.monotonic() + 0.2  # shorter than the half second a change must settle
+    while time.monotonic() < end:
+        seen.append(status(gw, ALICE))
+    path.write_text(revoked + "# written in full\n")
+    seen.extend(status(gw, ALICE) for _ in range(5))
+    assert set(seen) == {401}, seen
 
 
 def test_an_open_gateway_closes_when_keys_appear_and_never_reopens(

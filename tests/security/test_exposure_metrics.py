@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until, write_config
+from tests.conftest import free_port, wait_until, write_config
 
 ALICE = "sk-exposure-alice-0123456789"  # may use llama* only
 BOB = "sk-exposure-bob-0123456789"  # may use any model
@@ -169,3 +169,24 @@ def test_a_non_ascii_admin_token_works_when_sent_as_utf8(start_gateway, fake_oll
     )
     assert metrics_from_elsewhere(other, f"Bearer {token}".encode())[0] == 200
     assert metrics_from_elsewhere(other, f"Bearer {token}".encode("latin-1"))[0] == 403
+
+
+def test_failing_made_up_names_cannot_use_up_the_label_places(
+    start_gateway, fake_ollama, ollama, tmp_path
+):
+    # Names a backend takes by glob but cannot answer (here: it is down, a 503) would each take
+    # one of the worker's bounded label places, leaving real models counted as `other`.
+    config = write_config(
+        tmp_path / "relay.toml",
+        f'[backends.local]\ntype = "ollama"\nurl = "{fake_ollama.url}"\nmodels = ["llama*"]\n'
+        f'[backends.down]\ntype = "ollama"\nurl = "http://127.0.0.1:{free_port()}"\n'
+        'models = ["gone-*"]\n',
+    )
+    gw = start_gateway({"RELAY_CONFIG": config, "RELAY_METRICS_ALLOW": "127.0.0.1"})
+    for _ in range(110):
+        name = "gone-" + secrets.token_hex(6)
+        reply = requests.post(gw.url + ROUTES[0], json=body_for(ROUTES[0], name))
+        assert reply.status_code == 503, reply.text[:200]
+    chat = requests.post(gw.url + ROUTES[0], json=body_for(ROUTES[0], "llama3.2"))
+    assert chat.status_code == 200, chat.text[:200]
+    wait_until(lambda: 'model="llama3.2"' in requests.get(gw.url + "/metrics").text)

@@ -284,7 +284,7 @@ def test_non_finite_numbers_in_json_bodies_are_400(gw, upstream, number):
 
 def test_bodies_of_other_types_stream_on_untouched(gw, upstream):
     upstream.reset()
-    upload = b'{"model": "gpt-other", "temperature": NaN}' + b"x" * 1000
+    upload = b"\x00\x01binary" + b'{"model": "gpt-other", "temperature": NaN}' + b"x" * 1000
     resp = requests.post(
         gw.url + "/v1/files",
         data=upload,
@@ -299,6 +299,44 @@ def test_bodies_of_other_types_stream_on_untouched(gw, upstream):
     )
     assert resp.status_code == 404  # the fake has no transcriptions; it was asked, unchanged
     assert b"ID3" in upstream.last("/v1/audio/transcriptions").body
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/octet-stream", "application/x-www-form-urlencoded", "x/y"],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "gpt-other", "input": "x"}',
+        b' \r\n\t{"model": "gpt-other"}',
+        b'\xef\xbb\xbf{"model": "gpt-other"}',
+        '{"model": "gpt-other"}'.encode("utf-16"),
+    ],
+    ids=["plain", "whitespace", "bom", "utf16"],
+)
+def test_json_under_another_content_type_is_checked_too(gw, upstream, content_type, body):
+    # Go servers (Ollama's API, LocalAI) decode the body as JSON whatever its type says.
+    upstream.reset()
+    resp = requests.post(
+        gw.url + "/v1/moderations",
+        data=body,
+        headers={"Authorization": f"Bearer {LIMITED}", "Content-Type": content_type},
+    )
+    assert resp.status_code in (400, 403), resp.text
+    assert upstream.requests == []
+
+
+def test_json_with_trailing_data_under_another_type_is_refused(gw, upstream):
+    # A decoder that stops after the first value would read only the model the key may use.
+    upstream.reset()
+    resp = requests.post(
+        gw.url + "/v1/moderations",
+        data=b'{"model": "gpt-test"} {"model": "gpt-other"}',
+        headers={"Authorization": f"Bearer {LIMITED}", "Content-Type": "text/plain"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert upstream.requests == []
 
 
 def test_json_bodies_are_bounded_even_without_a_length(gw, upstream):
