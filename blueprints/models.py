@@ -16,7 +16,10 @@ def list_models() -> dict[str, object]:
     return render_model_list(visible_models(g.api_key, gateway().router.list_models()))
 
 
-@bp.get("/models/<path:model_id>")
+# Ids may hold slashes (`Qwen/Qwen3-8B`) and start with one (llama.cpp names a model by its
+# file path): the SDKs send them %2F-escaped, the server unescapes them, and the id must reach
+# here whole rather than be merged into a redirect to another path.
+@bp.get("/models/<path:model_id>", merge_slashes=False)
 def retrieve_model(model_id: str) -> dict[str, object]:
     require_model(g.api_key, model_id)
     return render_model(gateway().router.find_model(model_id))

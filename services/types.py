@@ -59,6 +59,10 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
+    # The field(s) the caller gave the limit in, sent on under the same name(s): many
+    # OpenAI-compatible servers ignore `max_completion_tokens`, OpenAI's reasoning models
+    # refuse `max_tokens`.
+    max_tokens_names: tuple[str, ...] = ("max_tokens",)
     stop: tuple[str, ...] = ()
     seed: int | None = None
     presence_penalty: float | None = None
@@ -91,6 +95,8 @@ class Usage:
     # Details some upstreams report; None when unknown (rendered only when known).
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    # Relay counted or estimated the tokens: the upstream did not say (usage_estimate.py).
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:

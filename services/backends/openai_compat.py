@@ -17,7 +17,14 @@ from loguru import logger
 
 from config import BackendSettings, Settings
 from services.backends.base import Backend
-from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
+from services.backends.openai_wire import (
+    ChatChunkReader,
+    TextChunkReader,
+    result_from_chat,
+    result_from_text,
+    to_chat_body,
+    to_text_body,
+)
 from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
 from services.finite_numbers import finite_float, token_count
 from services.images import ImageLoader
@@ -41,6 +48,7 @@ from services.types import (
     GeneratedImage,
     ImageRequest,
     ModelInfo,
+    TextRequest,
 )
 
 
@@ -195,6 +203,27 @@ class OpenAICompatBackend(Backend):
             if self.api == "responses":
                 raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
             yield from chunks.finish()
+        finally:
+            resp.close()
+
+    def complete_text(self, req: TextRequest, ctx: CallContext) -> ChatResult:
+        """Legacy completions go to the upstream's own /completions, whichever `api` is set."""
+        return result_from_text(self._post("/completions", to_text_body(req, False)), self.title)
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        reader = TextChunkReader(self.title)
+        body = to_text_body(req, True)
+        resp = self._send("POST", "/completions", json=body, stream=True, headers=self._headers)
+        try:
+            for _name, data in iter_sse(self._iter_body(resp)):
+                if data.strip() == "[DONE]":
+                    break
+                try:
+                    event = loads(data)
+                except ValueError:
+                    raise UpstreamError(f"{self.title} sent a malformed event.") from None
+                yield from reader.feed(event)
+            yield from reader.finish()
         finally:
             resp.close()
 
