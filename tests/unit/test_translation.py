@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from services.backends.openai_wire import to_chat_body
 from services.errors import InvalidRequestError, UpstreamError
 from services.ndjson import iter_ndjson
-from services.backends.openai_wire import to_chat_body
 from services.openai_format import parse_chat_request
 from services.openai_render import StreamStats, render_chat_stream
 from services.types import ChatDelta, ToolCall, Usage
