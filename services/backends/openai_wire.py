@@ -135,6 +135,7 @@ def result_from_chat(body: Any, title: str) -> ChatResult:
         finish_reason=as_str(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
         usage=usage_from_chat(body.get("usage")),
         refusal=as_str(message.get("refusal")),
+        logprobs=_logprobs(choice),
     )
 
 
@@ -169,10 +170,11 @@ class ChatChunkReader:
             reasoning=as_str(delta.get("reasoning_content") or delta.get("reasoning")),
             refusal=as_str(delta.get("refusal")),
             tool_calls=tuple(self._tool_call(c) for c in delta.get("tool_calls") or []),
+            logprobs=_logprobs(choice),
         )
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
-        empty = not (out.content or out.reasoning or out.refusal or out.tool_calls)
+        empty = not (out.content or out.reasoning or out.refusal or out.tool_calls or out.logprobs)
         return [] if empty else [out]
 
     def _tool_call(self, raw: Any) -> ToolCall:
@@ -223,6 +225,11 @@ class TextChunkReader:
         if self.finish_reason is None:
             raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
         return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
+
+
+def _logprobs(choice: Mapping[str, Any]) -> dict[str, Any] | None:
+    found = choice.get("logprobs")
+    return found if isinstance(found, dict) and found else None
 
 
 def _first_choice(body: Any, title: str) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ N_EMBD = 64
 N_LAYER = 2
 N_HEAD = 4
 N_FF = 128
-N_CTX = 512
+N_CTX = 2048
 
 CHATML = (
     "{% for message in messages %}"
