@@ -7,6 +7,7 @@ The upstream key comes from configuration only; a caller's Relay key never goes 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import IO, Any
@@ -25,7 +26,13 @@ from services.backends.openai_wire import (
     to_chat_body,
     to_text_body,
 )
-from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
+from services.errors import (
+    GatewayError,
+    ModelNotFoundError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
 from services.finite_numbers import finite_float, token_count
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
@@ -146,6 +153,7 @@ class OpenAICompatBackend(Backend):
     ) -> None:
         super().__init__(settings, shared, images, stores)
         self.api = settings.api
+        self.max_tokens_field = settings.max_tokens_field
         self.passthrough = settings.passthrough
         self.passthrough_auth = settings.passthrough_auth
         self.passthrough_paths = settings.passthrough_paths
@@ -174,7 +182,8 @@ class OpenAICompatBackend(Backend):
                 self._post("/responses", chat_to_responses(req, False)), self.title
             )
         return result_from_chat(
-            self._post("/chat/completions", to_chat_body(req, False)), self.title
+            self._post("/chat/completions", to_chat_body(self._limit_named(req), False)),
+            self.title,
         )
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
@@ -183,10 +192,15 @@ class OpenAICompatBackend(Backend):
             return
         yield from self._stream(
             "/chat/completions",
-            to_chat_body(req, True),
+            to_chat_body(self._limit_named(req), True),
             ChatChunkReader(self.title),
             lambda body: result_from_chat(body, self.title),
         )
+
+    def _limit_named(self, req: ChatRequest) -> ChatRequest:
+        if self.max_tokens_field == "as_sent":
+            return req
+        return dataclasses.replace(req, max_tokens_names=(self.max_tokens_field,))
 
     def _stream_responses(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
         reader = ResponsesStreamReader(self.title)
@@ -224,7 +238,13 @@ class OpenAICompatBackend(Backend):
         # ask once more without streaming, which brings the refusal itself (or the reply).
         logger.warning("{}: empty stream; asking again without streaming", self.title)
         once = {k: v for k, v in body.items() if k != "stream_options"} | {"stream": False}
-        yield from result_deltas(whole(self._post(path, once)))
+        try:
+            reply = self._post(path, once)
+        except UpstreamUnavailableError:
+            # The server may close the connection it sent the empty stream on just as it goes
+            # back to the pool; one more try then gets a fresh one.
+            reply = self._post(path, once)
+        yield from result_deltas(whole(reply))
 
     def _events(self, resp: requests.Response) -> Iterator[Any]:
         """The stream's JSON events, up to `[DONE]`."""

@@ -3,6 +3,7 @@ model of tiny_model.py on loopback, and a gateway with it as an OpenAI-compatibl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,18 +22,18 @@ CHAT, EMBED = "tiny", "tiny-embed"
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` with three entries for the same model file: `tiny` (chat),
-    `tiny-embed` (embeddings) and one without an alias, which the server names by its path."""
+    """`python -m llama_cpp.server` with three models: `tiny` (chat), `tiny-embed` (the same
+    weights, mean-pooled for embeddings) and `tiny` again without an alias, which the server
+    then names by its file path."""
 
     def __init__(self, workdir: Path) -> None:
-        try:
-            import llama_cpp.server  # noqa: F401
-        except ImportError as e:  # pragma: no cover - depends on the machine
+        if importlib.util.find_spec("llama_cpp") is None:  # not imported: it loads the library
             raise RuntimeError(
                 "llama-cpp-python[server] is missing: ./scripts/test.sh installs it, or "
                 "deselect these tests with -m 'not real_upstream'"
-            ) from e
+            )
         self.model_path = str(write_model(workdir / "tiny.gguf"))
+        embed_path = str(write_model(workdir / "tiny-embed.gguf", embedding=True))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         common = {"model": self.model_path, "n_ctx": 2048, "n_threads": 1, "verbose": False}
@@ -43,7 +44,7 @@ class LlamaServer:
             "interrupt_requests": False,
             "models": [
                 {**common, "model_alias": CHAT},
-                {**common, "model_alias": EMBED, "embedding": True},
+                {**common, "model": embed_path, "model_alias": EMBED, "embedding": True},
                 common,
             ],
         }
@@ -112,7 +113,8 @@ models = ["*"]
 def real_gateway(start_gateway, llama: LlamaServer, tmp_path_factory) -> Gateway:
     """Relay with llama.cpp's server as its only backend; no reply cache, no limits."""
     config = tmp_path_factory.mktemp("real") / "relay.toml"
-    config.write_text(relay_config(llama))
+    # The server knows only max_tokens: a limit given as max_completion_tokens goes as that.
+    config.write_text(relay_config(llama, 'max_tokens_field = "max_tokens"'))
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
     return start_gateway(env)
 

@@ -65,8 +65,12 @@ def successors() -> dict[int, int]:
     return nxt
 
 
-def write_model(path: Path, seed: int = 1234) -> Path:
-    """Write the model to `path` (deterministic: the same bytes for the same seed)."""
+def write_model(path: Path, seed: int = 1234, embedding: bool = False) -> Path:
+    """Write the model to `path` (deterministic: the same bytes for the same seed).
+
+    With `embedding` the file says to mean-pool its hidden states (one vector per input),
+    which the server has no setting for.
+    """
     import gguf  # test-only dependency, imported here so collecting tests does not need it
 
     rng = np.random.default_rng(seed)
@@ -104,6 +108,8 @@ def write_model(path: Path, seed: int = 1234) -> Path:
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
     writer.add_vocab_size(N_VOCAB)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if embedding:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
 
     tokens = [*_byte_chars(), "<|im_start|>", "<|im_end|>", "ĠĠ"]
     types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL]
