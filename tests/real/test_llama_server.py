@@ -316,3 +316,63 @@ def test_a_client_that_leaves_stops_the_generation(real_gateway, llama):
     )
     assert reply.json()["choices"][0]["text"] == "yz"
     assert time.monotonic() - started < 2
+
+
+def test_other_routes_keep_their_shape(real_gateway, relay):
+    # The model-id route takes anything after /v1/models/: the /api alias, stored responses
+    # and the model list itself still answer as before.
+    r = requests.post(
+        real_gateway.url + "/api/chat/completions",
+        json={"model": CHAT, "messages": USER, "temperature": 0},
+        headers=auth(),
+        timeout=10,
+    )
+    assert r.json()["choices"][0]["message"]["content"] == ALPHABET
+    stored = relay.responses.create(model=CHAT, input="Hi", temperature=0)
+    assert relay.responses.retrieve(stored.id).output_text == ALPHABET
+    gone = requests.get(real_gateway.url + "/v1/responses/resp_nope", headers=auth(), timeout=5)
+    assert gone.status_code == 404 and gone.json()["error"]["param"] == "response_id"
+    listed = requests.get(real_gateway.url + "/v1/models", headers=auth(), timeout=5)
+    assert {m["id"] for m in listed.json()["data"]} >= {CHAT, EMBED}
+
+
+def test_an_over_long_completion_prompt_is_a_400_streamed_too(relay):
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as e:
+            reply = relay.completions.create(model=CHAT, prompt="q" * 2500, stream=stream)
+            if stream:
+                list(reply)
+        assert e.value.code == "context_length_exceeded"
+
+
+def test_tool_call_streams_come_through(relay, direct):
+    # The tiny model cannot call tools, but the server's tool-call path (a forced function)
+    # still runs: the same call streamed through Relay as directly, its id and name once.
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "spell",
+            "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+        },
+    }
+    kwargs = {
+        "model": CHAT,
+        "messages": USER,
+        "temperature": 0,
+        "max_tokens": 8,
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "spell"}},
+    }
+    own = direct.chat.completions.create(**kwargs)
+    via = relay.chat.completions.create(**kwargs)
+    assert via.choices[0].message.tool_calls[0].function.name == "spell"
+    assert (
+        via.choices[0].message.tool_calls[0].function.arguments
+        == own.choices[0].message.tool_calls[0].function.arguments
+    )
+    chunks = list(relay.chat.completions.create(**kwargs, stream=True))
+    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert [tc.function.name for tc in calls if tc.function.name] == ["spell"]
+    assert "".join(tc.function.arguments or "" for tc in calls) == (
+        own.choices[0].message.tool_calls[0].function.arguments
+    )
