@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -376,3 +377,37 @@ def test_tool_call_streams_come_through(relay, direct):
     assert "".join(tc.function.arguments or "" for tc in calls) == (
         own.choices[0].message.tool_calls[0].function.arguments
     )
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+
+def _concurrent_streams(base_url: str, count: int) -> list[str]:
+    def one(i: int) -> str:
+        with openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0) as sdk:
+            prompt = [{"role": "user", "content": f"Hi {i}"}]
+            chunks = sdk.chat.completions.create(
+                model=CHAT, messages=prompt, temperature=0, stream=True
+            )
+            return stream_text(chunks)[0]
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_concurrent_streams_all_complete(real_gateway):
+    # The server runs one request at a time (started with interrupt_requests off, so a new
+    # request waits rather than cutting the running stream): every stream still completes.
+    assert _concurrent_streams(real_gateway.url + "/v1", 6) == [ALPHABET] * 6
+
+
+def test_concurrent_streams_with_backpressure(start_gateway, llama, tmp_path_factory):
+    gw = gateway_with(
+        start_gateway,
+        llama,
+        tmp_path_factory,
+        RELAY_CACHE_TTL="0",
+        RELAY_MAX_IN_FLIGHT="1",
+        RELAY_MAX_QUEUE="8",
+    )
+    assert _concurrent_streams(gw.url + "/v1", 6) == [ALPHABET] * 6
