@@ -74,7 +74,7 @@ class Settings:
     image_fetch_timeout: float = 10.0
     conversation_ttl: float = 86400.0
     response_ttl: float = 86400.0
-    # Stored Responses are bounded in bytes (docs/threat-model/memory.md).
+    # Stored Responses are bounded in bytes (docs/threat-model.md).
     responses_max_bytes: int = 64 * MIB  # per worker, in memory
     responses_max_bytes_per_key: int = 16 * MIB
     responses_max_conversation_bytes: int = 4 * MIB  # history a stored turn may continue from
@@ -115,7 +115,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
     "RELAY_BODY_TIMEOUT_SECONDS": ("seconds a request body may take to arrive (408 after)", "30"),
     "RELAY_MAX_UPLOADS_PER_KEY": (
-        "request bodies one key may be sending at once, per worker (429 above)",
+        "slow request bodies one key may be sending at once, per worker (429 above)",
         "16",
     ),
     "DIFY_API_URL": ("Dify API of the quick-start app, e.g. https://api.dify.ai/v1", "unset"),

@@ -1,11 +1,12 @@
-"""Request bodies as Relay reads them (finding 6 of issue 11, README "Request bodies").
+"""Request bodies as Relay reads them (README "Request bodies", docs/threat-model.md).
 
 - Never more than RELAY_MAX_BODY_BYTES, whatever the framing: a Content-Length over it is
   refused before reading, a chunked body is read up to one byte past it; both are a 413.
 - The whole body must arrive within RELAY_BODY_TIMEOUT_SECONDS of Relay starting to read it
   (408), so a client trickling bytes cannot hold a worker's connection for long.
-- One key may be sending at most RELAY_MAX_UPLOADS_PER_KEY bodies at once in a worker (429);
-  requests whose body has arrived (streams being generated) do not count.
+- One key may be sending at most RELAY_MAX_UPLOADS_PER_KEY slow bodies at once in a worker
+  (429). A body counts once it is still arriving after SLOW_AFTER seconds: a burst of requests
+  whose bodies come at once never does, nor do requests whose body is in (streams).
 
 After any of these errors the connection is closed: the rest of the body is never read.
 """
@@ -31,6 +32,7 @@ from services.upload_slots import UploadSlots
 
 CHUNK = 65536
 LINGER_SECONDS = 2  # how long a refused client may go on sending before the connection ends
+SLOW_AFTER = 1.0  # a body still arriving after this many seconds takes an upload slot
 
 
 def read_body() -> bytes:
@@ -52,19 +54,22 @@ def body_stream() -> IO[bytes]:
 
 
 class _Receipt:
-    """One body being received: its upload slot and its deadline."""
+    """One body being received: its deadline and, once it is slow, its upload slot."""
 
     def __init__(self, slots: UploadSlots, caller: str, seconds: float) -> None:
-        self.slots, self.caller = slots, caller
-        self.done = False  # the upload slot is given back
+        self.slots, self.caller, self.seconds = slots, caller, seconds
+        self.done = False  # reading ended: no slot is taken any more
+        self.holding = False  # this body holds one of the caller's upload slots
+        self.refused = False  # it was slow while the caller's slots were all taken
         self.expired = False  # the deadline passed before the body was in
         self.complete = False  # the body was read to its end
         # gunicorn reads the body in a loop of socket reads, so a timeout per read would never
-        # fire on a steady trickle: a watchdog ends the reading side at the deadline instead.
-        # (A thread here is a greenlet under gevent; outside gunicorn there is no deadline.)
+        # fire on a steady trickle: a watchdog ends the reading side instead, first when the
+        # body turns out slow with no slot free, else at the deadline. (A thread here is a
+        # greenlet under gevent; outside gunicorn there is no deadline and no cap.)
         self.sock: Any = request.environ.get("gunicorn.socket")
-        self.watchdog = threading.Timer(seconds, self._expire)
-        self.watchdog.daemon = True
+        self.grace = min(SLOW_AFTER, seconds)
+        self.watchdog = self._timer(self.grace, self._slow)
         self.stream = request.environ["wsgi.input"]
         self.length = request.content_length
         self.limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -78,8 +83,28 @@ class _Receipt:
         if self.sock is not None:
             self.watchdog.start()
 
+    @staticmethod
+    def _timer(seconds: float, action: Any) -> threading.Timer:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        return timer
+
+    def _slow(self) -> None:
+        if self.done:
+            return
+        if self.slots.acquire(self.caller):
+            self.holding = True
+            self.watchdog = self._timer(self.seconds - self.grace, self._expire)
+            self.watchdog.start()
+        else:
+            self.refused = True
+            self._stop_reading()
+
     def _expire(self) -> None:
         self.expired = True
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RD)  # a read in progress returns at once
 
@@ -95,9 +120,11 @@ class _Receipt:
             chunk: bytes | None = self.stream.read(size)
         except OSError:  # gunicorn's NoMoreData included: the client (or the watchdog) ended it
             chunk = None
-        if self.expired or chunk is None:
+        if self.refused or self.expired or chunk is None:
             self.finish()
             _close_connection()
+            if self.refused:
+                raise _too_many_uploads(self.slots.per_caller)
             if not self.expired:  # a chunked body cut short must not pass for a whole one
                 raise InvalidRequestError("The request body was cut off.")
             raise RequestTimeoutError(
@@ -120,7 +147,8 @@ class _Receipt:
         if not self.done:
             self.done = True
             self.watchdog.cancel()
-            self.slots.release(self.caller)
+            if self.holding:
+                self.slots.release(self.caller)
 
 
 class _BodyStream:
@@ -141,18 +169,18 @@ def _read_limited(receipt: _Receipt) -> bytes:
 
 def _start_receiving() -> _Receipt:
     slots: UploadSlots = current_app.extensions["relay_uploads"]
-    caller = _caller()
-    if not slots.acquire(caller):
-        _close_connection()
-        raise RateLimitError(
-            f"Too many request bodies are being sent with this key at once (at most "
-            f"{slots.per_caller}); wait for one to finish.",
-            code="too_many_uploads",
-            retry_after=1,
-        )
-    receipt = _Receipt(slots, caller, current_app.extensions["relay"].settings.body_timeout)
+    receipt = _Receipt(slots, _caller(), current_app.extensions["relay"].settings.body_timeout)
     g.body_receipt = receipt  # released at teardown if the view never finished reading
     return receipt
+
+
+def _too_many_uploads(per_caller: int) -> RateLimitError:
+    return RateLimitError(
+        f"Too many slow request bodies are being sent with this key at once (at most "
+        f"{per_caller}); wait for one to finish.",
+        code="too_many_uploads",
+        retry_after=1,
+    )
 
 
 def _caller() -> str:

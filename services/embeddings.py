@@ -7,6 +7,7 @@ import json
 
 from services.backends.base import Backend
 from services.cached_chat import cacheable
+from services.errors import GatewayError
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import CachePolicy, Codec, cache_key
@@ -42,10 +43,14 @@ def embed(
     """Embed the inputs, or answer from the cache; also says HIT, MISS or BYPASS."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    result, status = gw.cache.run(
-        lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
-        cacheable(backend, ctx, policy),
-        lambda: _embed(gw, backend, req, ctx),
-        EMBEDDING_CODEC,
-    )
+    try:
+        result, status = gw.cache.run(
+            lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
+            cacheable(backend, ctx, policy),
+            lambda: _embed(gw, backend, req, ctx),
+            EMBEDDING_CODEC,
+        )
+    except GatewayError as e:
+        e.backend = backend.name  # the access log and metrics name it, as for chat
+        raise
     return backend, result, status

@@ -4,7 +4,7 @@ The Dify conversation memory and stored Responses live here. With REDIS_URL they
 every worker and machine; when Redis is down they fall back to this worker's memory (and say so
 once, through the RedisLink), so requests keep working with at worst a forgotten entry.
 
-Both kinds are bounded in bytes, not only in entries (docs/threat-model/memory.md): in memory a
+Both kinds are bounded in bytes, not only in entries (docs/threat-model.md): in memory a
 global budget per worker and a budget per owner (an API key), least recently used first out; in
 Redis the budget per owner, oldest first out, while Redis's own `maxmemory` is the global bound.
 """

@@ -5,7 +5,7 @@ text could be read two ways: backslashes, userinfo, whitespace or control charac
 signs in the host, or a host that is not a canonical name or address (2130706433, 0177.0.0.1,
 127.1, a trailing dot). The host is resolved once, every address is checked against the policy,
 and the connection goes to the checked address (pinned), sending the original Host header; TLS
-still verifies the name. Redirects are never followed. See docs/threat-model/fetch.md.
+still verifies the name. Redirects are never followed. See docs/threat-model.md.
 """
 
 from __future__ import annotations

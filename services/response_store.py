@@ -5,7 +5,7 @@ Each record holds its whole conversation (every earlier turn too), so continuing
 on an older record still being there. What bounds memory: continuing a conversation whose
 history is over a cap in bytes is refused (responses.py), and the store's byte budgets hold at
 most so many bytes per key and per worker, a record larger than its key's budget not at all
-(docs/threat-model/memory.md).
+(docs/threat-model.md).
 """
 
 from __future__ import annotations

@@ -134,5 +134,5 @@ def _store(
     turn = [*history, *rreq.messages, assistant_message(response["output"])]
     if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
         # Larger than the key's whole budget: a later previous_response_id or GET of this id
-        # gets the usual 404 (docs/threat-model/memory.md).
+        # gets the usual 404 (docs/threat-model.md).
         logger.warning("response {} not stored: larger than its byte budget", response["id"])

@@ -1,4 +1,4 @@
-"""How many request bodies each caller is still sending, in this worker (finding 6 of issue 11).
+"""How many slow request bodies each caller is sending, in this worker (docs/threat-model.md).
 
 A body that trickles in holds one of the worker's connections until it is complete. Capping the
 bodies one key may be sending at once keeps a single key from taking them all; requests whose

@@ -32,6 +32,7 @@ from services.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
+from services.extension_fields import OLLAMA_CHAT_FIELDS, check_extension_fields
 from services.ndjson import iter_ndjson, loads
 from services.types import (
     CallContext,
@@ -197,17 +198,46 @@ class OllamaBackend(Backend):
             payload.get("think"),
             stream,
         )
-        try:
-            return self._send("POST", "/api/chat", json=payload, stream=stream)
-        except InvalidRequestError as e:
-            # Models that cannot think reject `think`; answering without reasoning is what
-            # an OpenAI client expects from a model that has none (reference §6 #11).
-            if "think" in payload and "does not support thinking" in e.message:
-                del payload["think"]
+        # A model that cannot think or call tools rejects `think` or `tools` (one at a time); each
+        # is dropped and the request sent again, at most once per field.
+        while True:
+            try:
                 return self._send("POST", "/api/chat", json=payload, stream=stream)
-            raise
+            except InvalidRequestError as e:
+                dropped = self._drop_unsupported(payload, req, e)
+                if dropped is None:
+                    raise
+                logger.info(
+                    "{}: model {} does not support {}; retrying without {}",
+                    self.title,
+                    req.model,
+                    "thinking" if dropped == "think" else "tools",
+                    dropped if dropped == "think" else f"its {len(payload['tools'])} tools",
+                )
+                del payload[dropped]
+
+    @staticmethod
+    def _drop_unsupported(payload: dict[str, Any], req: ChatRequest, e: GatewayError) -> str | None:
+        """Name the field to leave out after Ollama refused it, or None to let the error stand.
+
+        `think` on a model that cannot think: answering without reasoning is what an OpenAI
+        client expects from a model that has none (reference §6 #11). `tools` on a model that
+        cannot call them (Open WebUI sends its built-in tools with every message): answering
+        in text is what `tool_choice` "auto" allows, but not "required" or a named function.
+        """
+        if "think" in payload and "does not support thinking" in e.message:
+            return "think"
+        if (
+            payload.get("tools")
+            and "does not support tools" in e.message
+            and req.tool_choice != "required"
+            and not isinstance(req.tool_choice, Mapping)
+        ):
+            return "tools"
+        return None
 
     def _to_ollama(self, req: ChatRequest, stream: bool) -> dict[str, Any]:
+        check_extension_fields(req.extra, OLLAMA_CHAT_FIELDS)
         options = sampling_options(req)
         payload: dict[str, Any] = {
             "model": req.model,
@@ -226,6 +256,11 @@ class OllamaBackend(Backend):
                 payload["format"] = req.response_format["json_schema"].get("schema") or "json"
         if req.reasoning_effort is not None:
             payload["think"] = THINK[req.reasoning_effort]
+        # Ollama's own `think` and `format` as top-level fields (Open WebUI sends them) win over
+        # reasoning_effort and response_format.
+        for name in ("think", "format"):
+            if req.extra.get(name) is not None:
+                payload[name] = req.extra[name]
         if req.extra.get("keep_alive") is not None:
             payload["keep_alive"] = req.extra["keep_alive"]
         return payload
@@ -269,6 +304,10 @@ class OllamaBackend(Backend):
             if "context length" in message:
                 return InvalidRequestError(
                     f"{self.title}: {message}", param="messages", code="context_length_exceeded"
+                )
+            if "does not support tools" in message:
+                return InvalidRequestError(
+                    f"{self.title} rejected the request: {message}", param="tools"
                 )
             return InvalidRequestError(f"{self.title} rejected the request: {message}")
         if status == 429:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.errors import UpstreamError
+from services.extension_fields import OLLAMA_OPTIONS, check_extension_fields
 from services.finite_numbers import is_finite_number, token_count
 from services.types import (
     ChatDelta,
@@ -44,11 +45,15 @@ def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:
 
 
 def sampling_options(req: ChatRequest | TextRequest) -> dict[str, Any]:
-    """Map the OpenAI sampling fields to Ollama `options`, plus the caller's own `options`.
+    """Map the OpenAI sampling fields to Ollama `options`, plus Ollama's own options.
 
     temperature and top_p are sent only when given, so the Modelfile's defaults apply
-    otherwise (Ollama's own layer forces 1.0, reference §6 #2).
+    otherwise (Ollama's own layer forces 1.0, reference §6 #2). Ollama options sent as
+    top-level fields (`num_ctx`, `top_k`, ...: Open WebUI's settings on an OpenAI connection)
+    are type-checked and moved into `options`; the caller's own `options` object wins over both,
+    being Ollama's native spelling. A wrong type is a 400 naming the field.
     """
+    check_extension_fields(req.extra, OLLAMA_OPTIONS)
     options: dict[str, Any] = {
         k: v
         for k, v in (
@@ -62,6 +67,7 @@ def sampling_options(req: ChatRequest | TextRequest) -> dict[str, Any]:
         )
         if v is not None
     }
+    options.update((k, req.extra[k]) for k in OLLAMA_OPTIONS if req.extra.get(k) is not None)
     if isinstance(req.extra.get("options"), dict):  # Ollama-specific, e.g. num_ctx
         options.update(req.extra["options"])
     return options

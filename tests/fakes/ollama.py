@@ -56,6 +56,7 @@ class Script:
     pace: float = 0.0  # seconds between stream chunks
     headers_delay: float = 0.0  # seconds before answering at all
     thinking_capable: bool = True  # False: `think` gets Ollama's 400
+    tools_capable: bool = True  # False: any `tools` get Ollama's 400 (checked after `think`)
     gate: threading.Event | None = None  # hold every answer until the test sets it
 
 
@@ -192,6 +193,12 @@ class FakeOllama:
             return self.json({"error": script.error}, script.status)
         if "think" in body and body["think"] is not False and not script.thinking_capable:
             return self.json({"error": f'"{model}" does not support thinking'}, 400)
+        if body.get("tools") and not script.tools_capable:
+            # CheckCapabilities names the model by its full registry name (reference §3).
+            full = model if ":" in model else model + ":latest"
+            return self.json(
+                {"error": f"registry.ollama.ai/library/{full} does not support tools"}, 400
+            )
         if body.get("stream", True):
             return Response(self.stream(model, script), content_type="application/x-ndjson")
         return self.json(self.whole(model, script))
@@ -345,6 +352,8 @@ class FakeOllama:
         script = self.lookup(model)
         if script is None:
             return self.json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        if script.status is not None:
+            return self.json({"error": script.error}, script.status)
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
         if not all(isinstance(t, str) for t in texts):

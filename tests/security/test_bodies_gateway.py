@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -185,6 +186,27 @@ def test_slow_bodies_from_one_key_cannot_take_the_workers_connections(gateway, o
         timeout=10,
     )
     assert again.status_code == 200, again.text
+
+
+def test_a_burst_of_bodies_that_arrive_promptly_is_never_capped(gateway, ollama):
+    # Three times the cap of one key's bodies are all mid-way at once, then finish within the
+    # second a body may take before it counts as slow: a busy client, not a slow one.
+    body = chat_body(10)
+    socks = [
+        send_head(gateway.port, "/v1/chat/completions", f"Content-Length: {len(body)}")
+        for _ in range(3 * CAP)
+    ]
+    try:
+        for sock in socks:
+            sock.sendall(body[:5])
+        time.sleep(0.1)
+        for sock in socks:
+            sock.sendall(body[5:])
+        statuses = [response_of(sock)[0] for sock in socks]
+        assert statuses == [200] * (3 * CAP)
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_streams_being_generated_do_not_count_as_uploads(gateway, ollama):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from services.backends.ollama_text import sampling_options
 from services.backends.openai_wire import to_chat_body
 from services.errors import InvalidRequestError, UpstreamError
 from services.ndjson import iter_ndjson
@@ -53,6 +54,36 @@ def test_booleans_are_not_numbers():
     with pytest.raises(InvalidRequestError) as e:
         parse_chat_request({"model": "m", "messages": USER, "seed": True})
     assert e.value.param == "seed"
+
+
+def test_ollama_settings_stay_unchecked_in_extra_until_an_ollama_backend_reads_them():
+    # An OpenAI-compatible upstream gets them as sent; only the Ollama translation checks them.
+    body = {"model": "m", "messages": USER, "num_ctx": "big", "think": "maybe", "format": 1}
+    req = parse_chat_request(body)
+    assert req.extra == {"num_ctx": "big", "think": "maybe", "format": 1}
+    with pytest.raises(InvalidRequestError) as e:
+        sampling_options(req)
+    assert e.value.param == "num_ctx"
+
+
+def test_ollama_options_precedence_native_options_over_top_level_over_openai():
+    req = parse_chat_request(
+        {
+            "model": "m",
+            "messages": USER,
+            "temperature": 0.9,
+            "top_k": 5,
+            "num_ctx": 4096,
+            "use_mmap": False,
+            "options": {"num_ctx": 8192, "temperature": 0.1},
+        }
+    )
+    assert sampling_options(req) == {
+        "temperature": 0.1,
+        "top_k": 5,
+        "num_ctx": 8192,
+        "use_mmap": False,
+    }
 
 
 def test_ndjson_lines_split_across_chunks():
