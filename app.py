@@ -14,6 +14,7 @@ from blueprints.auth import register_identity
 from blueprints.cache_control import register_cache_control
 from blueprints.client_address import TrustedProxies
 from blueprints.error_handlers import register_error_handlers
+from blueprints.key_requests import register_key_requests
 from blueprints.limits import register_limits
 from blueprints.request_body import register_request_bodies
 from blueprints.strict_json import StrictJSONProvider
@@ -39,6 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_limits(app)
     register_cache_control(app)
     register_request_bodies(app)  # after identify_caller: uploads are counted per key
+    register_key_requests(app)  # after identify_caller: requests in flight, per key
     app.cli.add_command(keys_command)
     register_blueprints(app)
     register_error_handlers(app)

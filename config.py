@@ -66,6 +66,7 @@ class Settings:
     max_body_bytes: int = 20 * 1024 * 1024
     body_timeout: float = 30.0  # seconds a request body may take to arrive (408 after)
     max_uploads_per_key: int = 16  # bodies one key may be sending at once, per worker (429 above)
+    max_requests_per_key: int = 0  # in flight per key and worker (429); 0: half the connections
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1; "*" for any
     backends: tuple[BackendSettings, ...] = ()
     fetch_image_urls: bool = False
@@ -117,6 +118,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_MAX_UPLOADS_PER_KEY": (
         "slow request bodies one key may be sending at once, per worker (429 above)",
         "16",
+    ),
+    "RELAY_MAX_REQUESTS_PER_KEY": (
+        "requests one key may have in flight at once, streams included, per worker (429 above);"
+        " 0 for half of RELAY_WORKER_CONNECTIONS",
+        "0",
     ),
     "DIFY_API_URL": ("Dify API of the quick-start app, e.g. https://api.dify.ai/v1", "unset"),
     "DIFY_API_KEY": ("the quick-start Dify app's key (app-...)", "unset"),
@@ -270,6 +276,12 @@ def _build(env: Mapping[str, str]) -> Settings:
         ),
         max_uploads_per_key=_int(
             *pick("RELAY_MAX_UPLOADS_PER_KEY", server, "max_uploads_per_key", 16), lo=1, hi=100_000
+        ),
+        # 0 (the default): half the worker's connections, so one key always leaves room.
+        max_requests_per_key=_int(
+            *pick("RELAY_MAX_REQUESTS_PER_KEY", server, "max_requests_per_key", 0),
+            lo=0,
+            hi=100_000,
         ),
         cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
         backends=_backends(env, doc),

@@ -73,6 +73,8 @@ def json_body() -> object:
     """Return the parsed JSON body; raise a 400 when it is missing or not JSON."""
     from blueprints.request_body import read_body
     from services.errors import InvalidRequestError
+    from services.json_keys import check_top_level_keys
+    from services.unicode_text import check_no_lone_surrogates
 
     data = read_body()  # size, deadline and per-key upload limits (request_body.py)
     if not data:
@@ -86,6 +88,9 @@ def json_body() -> object:
         body = None
     if body is None:
         raise InvalidRequestError("The request body is not valid JSON.")
+    check_no_lone_surrogates(body)  # "\ud800" is JSON but not text: no reply could echo it
+    if isinstance(body, dict):
+        check_top_level_keys(body)  # no field a case-insensitive upstream reads otherwise
     if _nested_deeper_than(body, MAX_JSON_DEPTH):
         # Re-encoding it for a backend, or echoing it, would overflow the stack (a 500).
         raise InvalidRequestError(

@@ -11,7 +11,7 @@ from loguru import logger
 
 from blueprints import gateway
 from blueprints.metrics import record_request
-from services.log_setup import cut
+from services.log_setup import cut, one_field
 from services.metrics import Metrics
 from services.types import Usage, new_id
 
@@ -85,11 +85,11 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
     logger.bind(access=structured).info(
         "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
         line["request_id"],
-        line["client"],
+        one_field(line["client"]),
         line["key"],
         line["method"],
-        path,
-        model,
+        cut(one_field(line["path"])),
+        cut(one_field(str(fields.get("model", "-")))),
         fields.get("backend", "-"),
         line["status"],
         seconds * 1000,

@@ -67,12 +67,12 @@ def record_request(
 
 def _model_label(metrics: Metrics, status: int, fields: dict[str, Any]) -> str:
     # A name is a label only when a backend took the request: the router resolved it and the
-    # key was allowed (then `backend` is set). A 404 is a name nobody serves; pass-through
-    # requests carry no model ("-"), which stays as it is.
+    # key was allowed (then `backend` is set). A 404 is a name nobody serves; a pass-through
+    # body's model was never routed (`routed` False): `other`. No model ("-") stays as it is.
     model = fields.get("model", "-")
     if model == "-":
         return model
-    routed = fields.get("backend", "-") != "-" and status != 404
+    routed = fields.get("backend", "-") != "-" and status != 404 and fields.get("routed", True)
     return metrics.model_label(str(model), routed)
 
 

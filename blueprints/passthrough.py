@@ -40,7 +40,9 @@ def forward(rest: str) -> Response:
     status, headers, reply = backend.forward(
         request.method, path, request.headers, body, length, _callers_own_auth()
     )
-    g.access.update(backend=backend.name, model=model or "-", stream=True)
+    # The body's model is logged, but is no metrics label: the router did not pick it, so any
+    # made-up name would take one of the bounded label places (blueprints/metrics.py).
+    g.access.update(backend=backend.name, model=model or "-", stream=True, routed=False)
     return Response(reply, status=status, headers=headers)
 
 

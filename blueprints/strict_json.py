@@ -12,6 +12,8 @@ from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
+from services.unicode_text import escape_surrogates
+
 
 class StrictJSONProvider(DefaultJSONProvider):
     sort_keys = False  # replies keep OpenAI's field order
@@ -19,4 +21,5 @@ class StrictJSONProvider(DefaultJSONProvider):
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("allow_nan", False)
-        return super().dumps(obj, **kwargs)
+        # A lone surrogate (from an upstream) cannot be written as UTF-8: escape it instead.
+        return escape_surrogates(super().dumps(obj, **kwargs))

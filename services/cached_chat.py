@@ -23,6 +23,7 @@ from services.types import (
     Usage,
     result_deltas,
 )
+from services.unicode_text import escape_surrogates
 
 # Backends whose answer depends on the request alone. A Dify app keeps conversation state
 # upstream, so a reply from the cache would skip a turn it must see; its replies are not cached.
@@ -40,7 +41,8 @@ def chat_payload(req: ChatRequest) -> dict[str, Any]:
 
 
 def _encode(result: ChatResult) -> bytes:
-    return json.dumps(dataclasses.asdict(result), ensure_ascii=False).encode()
+    text = json.dumps(dataclasses.asdict(result), ensure_ascii=False)
+    return escape_surrogates(text).encode()  # an upstream's lone surrogate, escaped
 
 
 def _decode(raw: bytes) -> ChatResult:

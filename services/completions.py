@@ -18,11 +18,13 @@ from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import CachePolicy, Codec, cache_key
 from services.types import CallContext, ChatDelta, ChatResult, TextRequest
+from services.unicode_text import escape_surrogates
 from services.usage_estimate import complete_usage, fill_usage, text_tokens
 
 
 def _encode(results: list[ChatResult]) -> bytes:
-    return json.dumps([dataclasses.asdict(r) for r in results], ensure_ascii=False).encode()
+    text = json.dumps([dataclasses.asdict(r) for r in results], ensure_ascii=False)
+    return escape_surrogates(text).encode()  # an upstream's lone surrogate, escaped
 
 
 def _decode(raw: bytes) -> list[ChatResult]:

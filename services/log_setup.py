@@ -35,6 +35,18 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(lambda m: _NAMED.get(m[0]) or f"\\u{ord(m[0]):04x}", text)
 
 
+_SPACES = re.compile(r"\s")  # any Unicode whitespace: what a reader may split fields at
+
+
+def one_field(text: str) -> str:
+    """Write a caller's value so that it stays one field of a text line: whitespace escaped.
+
+    A model name or a decoded path holding " key=admin status=200" would otherwise add fields
+    that a grep or a key=value parser takes for the line's own.
+    """
+    return _SPACES.sub(lambda m: f"\\u{ord(m[0]):04x}", escape_controls(text))
+
+
 def cut(text: str, limit: int = MAX_FIELD) -> str:
     """Keep the first `limit` characters of a caller-controlled field and say how much went."""
     if len(text) <= limit:

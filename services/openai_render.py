@@ -23,6 +23,7 @@ from services.types import (
     Usage,
     new_id,
 )
+from services.unicode_text import escape_surrogates
 
 
 def render_tool_call(call: ToolCall) -> dict[str, Any]:
@@ -181,4 +182,5 @@ def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:
 
 def encode_json(obj: Any) -> bytes:
     """Encode compact UTF-8 JSON, as OpenAI sends it; NaN and Infinity raise, they are not JSON."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return escape_surrogates(text).encode()  # a lone surrogate from an upstream, escaped

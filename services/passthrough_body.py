@@ -12,7 +12,9 @@ import math
 from typing import IO, Any
 
 from services.errors import InvalidRequestError, RequestTooLargeError
+from services.json_keys import check_top_level_keys
 from services.keys import ApiKey, require_model
+from services.unicode_text import check_no_lone_surrogates
 
 MAX_DEPTH = 128  # far beyond any real request, far below Python's recursion limit
 
@@ -55,7 +57,11 @@ def check_json(body: bytes, key: ApiKey) -> str | None:
         raise InvalidRequestError(f"The request body is not valid JSON: {e}") from None
     if _deeper_than(value, MAX_DEPTH):
         raise InvalidRequestError(f"The request body is nested deeper than {MAX_DEPTH} levels.")
-    if not isinstance(value, dict) or "model" not in value:
+    check_no_lone_surrogates(value)  # "\ud800": not text; the upstream may read it otherwise
+    if not isinstance(value, dict):
+        return None
+    check_top_level_keys(value)  # `Model`, `MODEL`: a case-insensitive upstream's `model`
+    if "model" not in value:
         return None
     model = value["model"]
     if not isinstance(model, str):

@@ -62,10 +62,23 @@ def checked_path(environ: Mapping[str, Any], allowed: tuple[str, ...]) -> str:
     return rest
 
 
+# Model-generating routes some upstreams also serve below a model or deployment name, the model
+# then taken from the path, not the body: LiteLLM's /v1/engines/{model}/chat/completions and
+# /openai/deployments/{model}/chat/completions, OpenAI's legacy /v1/engines/{model}/completions.
+# These are refused wherever in the path they appear; `engines` (the legacy model list) too.
+ANYWHERE = tuple(route for route in SERVED if route != ("models",)) + (("engines",),)
+
+
 def _served(segments: list[str]) -> bool:
     # Compared as a lenient upstream might read them: any case, trailing dots dropped.
     loose = tuple(s.lower().rstrip(".") for s in segments)
-    return any(loose[: len(route)] == route for route in SERVED)
+    if any(loose[: len(route)] == route for route in SERVED):
+        return True
+    return any(
+        loose[start : start + len(route)] == route
+        for route in ANYWHERE
+        for start in range(len(loose))
+    )
 
 
 def _refusal(raw: str) -> str:

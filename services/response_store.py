@@ -15,11 +15,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.kv_store import KeyValueStore
+from services.unicode_text import escape_surrogates
 
 
 def serialized_size(value: Any) -> int:
     """Bytes of `value` as stored: compact UTF-8 JSON."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    return len(_dumps(value).encode())
+
+
+def _dumps(value: Any) -> str:
+    # Compact UTF-8 JSON; a lone surrogate (from an upstream) escaped, as UTF-8 cannot hold it.
+    return escape_surrogates(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 class ResponseStore:
@@ -39,7 +45,7 @@ class ResponseStore:
 
     def put(self, response_id: str, owner: str, record: dict[str, Any]) -> bool:
         """Store a record; False when it is larger than the owner's whole budget."""
-        raw = json.dumps({**record, "owner": owner}, ensure_ascii=False, separators=(",", ":"))
+        raw = _dumps({**record, "owner": owner})
         return self.store.put(response_id, raw, owner)
 
     def delete(self, response_id: str, owner: str) -> bool:

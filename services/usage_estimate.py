@@ -24,10 +24,14 @@ PER_MESSAGE = 4
 REPLY_OPENING = 3
 
 
+def size(text: str) -> int:
+    """UTF-8 bytes of a text; a lone surrogate (valid JSON, not Unicode) counts as 3."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def text_tokens(text: str) -> int:
     """Estimate the tokens of a text: one per 4 bytes of UTF-8, at least one if non-empty."""
-    size = len(text.encode())
-    return (size + 3) // 4
+    return (size(text) + 3) // 4
 
 
 def chat_prompt_tokens(req: ChatRequest) -> int:
@@ -49,7 +53,7 @@ def fill_usage(
     deltas: Generator[ChatDelta, None, None], prompt_tokens: int
 ) -> Generator[ChatDelta, None, None]:
     """Pass the deltas on; give the final one an estimate when the upstream gave no usage."""
-    pieces = size = 0
+    pieces = made_bytes = 0
     try:
         for d in deltas:
             if d.finish_reason is None:
@@ -57,9 +61,9 @@ def fill_usage(
                 texts += [t for c in d.tool_calls for t in (c.name, c.arguments)]
                 said = [t for t in texts if t]
                 pieces += 1 if said else 0
-                size += sum(len(t.encode()) for t in said)
+                made_bytes += sum(size(t) for t in said)
             elif needs_estimate(d.usage, pieces > 0 or bool(d.content)):
-                made = max(pieces, (size + 3) // 4)
+                made = max(pieces, (made_bytes + 3) // 4)
                 d = dataclasses.replace(d, usage=estimate(prompt_tokens, made, d.usage))
             yield d
     finally:

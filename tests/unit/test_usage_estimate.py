@@ -38,3 +38,10 @@ def test_zero_usage_for_a_non_empty_whole_reply_is_estimated():
     result = complete_usage(ChatResult("abcdefgh"), chat_prompt_tokens(req))
     assert result.usage == Usage(10, 2, estimated=True)
     assert complete_usage(ChatResult("", usage=Usage()), 4).usage == Usage()  # said nothing
+
+
+def test_lone_surrogates_are_counted_not_a_crash():
+    req = ChatRequest(model="m", messages=(Message("user", "a\ud800"),))
+    assert chat_prompt_tokens(req) == 1 + 4 + 3
+    out = list(fill_usage(deltas(ChatDelta(content="\udfff"), ChatDelta(finish_reason="stop")), 1))
+    assert out[-1].usage == Usage(1, 1, estimated=True)

@@ -1,0 +1,119 @@
+"""A lone UTF-16 surrogate (`"\\ud800"`) in a request is valid JSON but not Unicode text.
+
+Relay writes its replies as UTF-8 without escaping non-ASCII characters, and a lone surrogate
+cannot be encoded: any reply that echoed the caller's string (the 403 naming a model, a stored
+Response's metadata, a chat reply's model) was an unhandled 500, or a stream cut off. Every
+answer must be a well-formed JSON envelope."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY
+from tests.fakes.openai_upstream import FakeOpenAI
+
+LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    fake = FakeOpenAI("chat")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def gw(start_gateway, upstream, tmp_path_factory):
+    path = tmp_path_factory.mktemp("surrogates") / "relay.toml"
+    digest = hashlib.sha256(LIMITED.encode()).hexdigest()
+    path.write_text(
+        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
+        'models = ["gpt-*"]\npassthrough = true\n\n'
+        f'[keys.limited]\nhash = "sha256:{digest}"\nmodels = ["gpt-test"]\n'
+    )
+    return start_gateway({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"})
+
+
+def _post(gw, path: str, body: str, key: str = LIMITED, stream: bool = False):
+    return requests.post(
+        gw.url + path,
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        stream=stream,
+    )
+
+
+MESSAGES = '"messages":[{"role":"user","content":"x"}]'
+
+CASES = [
+    ("/v1/chat/completions", '{"model":"\\ud800",' + MESSAGES + "}"),
+    ("/v1/chat/completions", '{"model":"gpt-\\udfff",' + MESSAGES + "}"),
+    ("/v1/moderations", '{"model":"\\ud800","input":"x"}'),
+    ("/v1/embeddings", '{"model":"\\ud83d","input":"x"}'),
+    ("/v1/images/generations", '{"model":"\\ud800","prompt":"x"}'),
+    ("/v1/responses", '{"model":"\\ud800","input":"x"}'),
+    ("/v1/responses", '{"model":"gpt-test","input":"x","metadata":{"a":"\\ud800"}}'),
+    ("/v1/responses", '{"model":"gpt-test","input":"x","metadata":{"\\udc00":"a"}}'),
+    ("/v1/chat/completions", '{"model":"gpt-test","user":"\\ud800",' + MESSAGES + "}"),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), CASES)
+def test_lone_surrogates_never_make_a_500(gw, path, body):
+    resp = _post(gw, path, body)
+    assert resp.status_code < 500, resp.text
+    reply = json.loads(resp.content.decode("utf-8"))  # strict UTF-8, valid JSON
+    if resp.status_code >= 400:
+        assert set(reply["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_stream_echoing_a_lone_surrogate_is_not_cut(gw):
+    body = '{"model":"gpt-test","stream":true,"input":"x","metadata":{"a":"\\ud800"}}'
+    resp = _post(gw, "/v1/responses", body, key=API_KEY, stream=True)
+    text = resp.content.decode("utf-8")
+    assert resp.status_code < 500, text
+    if resp.status_code == 200:
+        assert "response.completed" in text or "response.failed" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-test", "messages": [{"role": "user", "content": "a"}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "b"}]},
+        ),
+        ("/v1/responses", {"model": "gpt-test", "input": "c"}),
+        ("/v1/responses", {"model": "gpt-test", "input": "d", "stream": True}),
+    ],
+)
+def test_a_lone_surrogate_from_the_upstream_is_escaped_not_a_500(gw, upstream, path, body):
+    from tests.fakes.openai_upstream import Reply
+
+    upstream.reply = Reply(content=["ok \ud800", " end"])
+    try:
+        for _ in range(2):  # the second may come from the reply cache or the stored Response
+            resp = _post(gw, path, json.dumps(body), key=API_KEY, stream=True)
+            text = resp.content.decode("utf-8")  # strict UTF-8
+            assert resp.status_code == 200, text
+            assert "\\ud800" in text
+            if body.get("stream"):
+                assert "[DONE]" in text or "response.completed" in text, text
+            else:
+                reply = json.loads(text)
+                if path == "/v1/responses":
+                    stored = requests.get(
+                        f"{gw.url}/v1/responses/{reply['id']}",
+                        headers={"Authorization": f"Bearer {API_KEY}"},
+                    )
+                    assert stored.status_code == 200, stored.text
+    finally:
+        upstream.reply = Reply()
