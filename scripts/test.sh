@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every check: formatting, lint, types, and the whole test suite (real gunicorn + fakes).
+# Run every check: formatting, lint, types, and the whole test suite (real gunicorn, fakes, and
+# llama.cpp's real server for tests/real).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
