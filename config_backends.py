@@ -56,6 +56,9 @@ class BackendSettings:
     files_url: str | None = None  # Dify only: its FILES_URL when another host serves its files
     api_key: str | None = field(default=None, repr=False)  # OpenAI-compatible: upstream key
     api: str = "chat"  # OpenAI-compatible: "chat" or "responses" (the upstream's API)
+    # OpenAI-compatible: the name the token limit goes upstream under; "as_sent" keeps the
+    # caller's (llama.cpp's Python server and older vLLM know only max_tokens)
+    max_tokens_field: str = "as_sent"
     # OpenAI-compatible: /v1 paths Relay does not serve go here; whose key goes with them
     passthrough: bool = False
     passthrough_auth: str = "gateway"  # "gateway": the key above; "caller": the caller's
@@ -261,6 +264,11 @@ def _openai_options(where: str, table: Mapping[str, Any], env: Mapping[str, str]
     return {
         "api_key": key,
         "api": _choice(f"{where}.api", table.get("api", "chat"), OPENAI_APIS),
+        "max_tokens_field": _choice(
+            f"{where}.max_tokens_field",
+            table.get("max_tokens_field", "as_sent"),
+            ("as_sent", "max_tokens", "max_completion_tokens"),
+        ),
         "passthrough": _bool(f"{where}.passthrough", table.get("passthrough", False)),
         "passthrough_auth": _choice(
             f"{where}.passthrough_auth",

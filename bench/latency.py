@@ -1,15 +1,19 @@
-"""Added latency of one non-streaming chat request through Relay, against the fake Ollama direct.
+"""Added latency of one non-streaming chat request through Relay, against the upstream direct.
 
-Starts the fake Ollama and Relay (gunicorn, one gevent worker) on loopback, then sends the same
-request alternately straight to the fake's /api/chat and through Relay's /v1/chat/completions,
-one at a time, and prints the percentiles of both and of the difference. Run by hand:
+Starts the upstream and Relay (gunicorn, one gevent worker) on loopback, then sends the same
+request alternately straight to the upstream and through Relay's /v1/chat/completions, one at a
+time, and prints the percentiles of both and of the difference. The upstream is the fake Ollama
+(its /api/chat), or with `--upstream llama` llama.cpp's real OpenAI-compatible server
+(llama-cpp-python) running the tests' tiny model (tests/real/tiny_model.py: 26 tokens a reply);
+then time to the first streamed token is measured too. Run by hand:
 
-    .venv/bin/python bench/latency.py [--requests 2000]
+    .venv/bin/python bench/latency.py [--requests 2000] [--upstream llama]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -17,7 +21,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -49,14 +55,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_relay(port: int, ollama_url: str, **env: str) -> subprocess.Popen[bytes]:
+def start_relay(port: int, ollama_url: str = "", **env: str) -> subprocess.Popen[bytes]:
     """Start Relay under gunicorn (one gevent worker) on loopback, quietly."""
     full_env = {
         "PATH": os.environ["PATH"],
         "RELAY_ENV_FILE": "",
         "PORT": str(port),
-        "OLLAMA_BASE_URL": ollama_url,
         "RELAY_API_KEYS": KEY,
+        **({"OLLAMA_BASE_URL": ollama_url} if ollama_url else {}),
         **env,
     }
     return subprocess.Popen(
@@ -68,23 +74,74 @@ def start_relay(port: int, ollama_url: str, **env: str) -> subprocess.Popen[byte
     )
 
 
+class Upstream:
+    """An upstream on loopback: the process, the direct request, and Relay's env for it."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.port = free_port()
+        base = f"http://127.0.0.1:{self.port}"
+        if kind == "llama":
+            sys.path.insert(0, str(ROOT))
+            from tests.real.tiny_model import write_model
+
+            model = write_model(workdir / "tiny.gguf")
+            config = {
+                "host": "127.0.0.1",
+                "port": self.port,
+                "interrupt_requests": False,
+                "models": [
+                    {
+                        "model": str(model),
+                        "model_alias": "tiny",
+                        "n_ctx": 2048,
+                        "n_threads": 1,
+                        "n_threads_batch": 1,
+                        "verbose": False,
+                    }
+                ],
+            }
+            (workdir / "llama.json").write_text(json.dumps(config))
+            cmd = [sys.executable, "-m", "llama_cpp.server", "--config_file", "llama.json"]
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            self.ready, self.name = base + "/v1/models", "llama.cpp direct"
+            self.url = base + "/v1/chat/completions"
+            self.model, self.body_extra = "tiny", {"temperature": 0}
+            relay_toml = workdir / "relay.toml"
+            relay_toml.write_text(f'[backends.llama]\ntype = "openai"\nurl = "{base}/v1"\n')
+            self.relay_env = {"RELAY_CONFIG": str(relay_toml)}
+        else:
+            cmd = [sys.executable, "-m", "bench.fake_upstream", str(self.port)]
+            self.proc = subprocess.Popen(cmd, cwd=ROOT)
+            self.ready, self.name = base + "/api/version", "fake Ollama direct"
+            self.url, self.model, self.body_extra = base + "/api/chat", "llama3.2", {}
+            self.relay_env = {"OLLAMA_BASE_URL": base}
+        self.kind = kind
+
+    def direct_body(self, stream: bool) -> dict[str, object]:
+        return {"model": self.model, "messages": MESSAGES, "stream": stream, **self.body_extra}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--upstream", choices=["fake-ollama", "llama"], default="fake-ollama")
     args = parser.parse_args()
 
-    fake_port, relay_port = free_port(), free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_upstream", str(fake_port)], cwd=ROOT)
-    # The reply cache is off: every request must make the whole trip to the fake.
-    relay = start_relay(relay_port, f"http://127.0.0.1:{fake_port}", RELAY_CACHE_TTL="0")
+    relay_port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    up = Upstream(args.upstream, workdir)
+    # The reply cache is off: every request must make the whole trip to the upstream.
+    relay = start_relay(relay_port, RELAY_CACHE_TTL="0", **up.relay_env)
+    first: dict[str, list[float]] = {"direct": [], "relay": []}
     try:
-        direct_url = f"http://127.0.0.1:{fake_port}/api/chat"
         relay_url = f"http://127.0.0.1:{relay_port}/v1/chat/completions"
-        wait_for(f"http://127.0.0.1:{fake_port}/api/version")
+        wait_for(up.ready)
         wait_for(f"http://127.0.0.1:{relay_port}/health")
         session = requests.Session()
-        direct_body = {"model": "llama3.2", "messages": MESSAGES, "stream": False}
-        relay_body = {"model": "llama3.2", "messages": MESSAGES}
+        direct_body = up.direct_body(False)
+        relay_body = {**direct_body}
         headers = {"Authorization": f"Bearer {KEY}"}
 
         def timed(url: str, body: dict[str, object], **kw: object) -> float:
@@ -94,25 +151,46 @@ def main() -> None:
             assert resp.status_code == 200, resp.text
             return elapsed * 1000
 
+        def first_token(url: str, **kw: object) -> float:
+            start = time.perf_counter()
+            body = up.direct_body(True)
+            with session.post(url, json=body, stream=True, **kw) as resp:  # type: ignore[arg-type]
+                lines = resp.iter_lines()
+                for line in lines:  # the first token is `a`, in either server's spacing
+                    if b'"content": "a"' in line or b'"content":"a"' in line:
+                        elapsed = time.perf_counter() - start
+                        break
+                for _ in lines:  # read the stream to its end before the next request
+                    pass
+            return elapsed * 1000
+
         for _ in range(200):  # warm up both paths
-            timed(direct_url, direct_body)
+            timed(up.url, direct_body)
             timed(relay_url, relay_body, headers=headers)
         direct, relayed = [], []
         for _ in range(args.requests):  # alternate, so drift hits both alike
-            direct.append(timed(direct_url, direct_body))
+            direct.append(timed(up.url, direct_body))
             relayed.append(timed(relay_url, relay_body, headers=headers))
+        if up.kind == "llama":
+            streams: list[tuple[str, str, Callable[[], float]]] = [
+                ("direct", up.url, lambda: first_token(up.url)),
+                ("relay", relay_url, lambda: first_token(relay_url, headers=headers)),
+            ]
+            for _ in range(max(50, args.requests // 4)):
+                for name, _url, measure in streams:
+                    first[name].append(measure())
     finally:
         relay.send_signal(signal.SIGQUIT)
-        fake.terminate()
+        up.proc.terminate()
         relay.wait(10)
-        fake.wait(10)
+        up.proc.wait(10)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(f"{args.requests} sequential non-streaming requests each way\n")
     print(f"{'':22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
-    for name, values in (("fake Ollama direct", direct), ("through Relay", relayed)):
+    for name, values in ((up.name, direct), ("through Relay", relayed)):
         print(f"{name:22}" + "".join(f"{percentile(values, q):9.2f}" for q in (0.5, 0.9, 0.99)))
     added = [r - d for r, d in zip(relayed, direct, strict=True)]
     print(
@@ -120,6 +198,11 @@ def main() -> None:
         f"(p50 through Relay minus p50 direct: "
         f"{percentile(relayed, 0.5) - percentile(direct, 0.5):.2f} ms)"
     )
+    if first["direct"]:
+        print(f"\ntime to first token, {len(first['direct'])} streams each way")
+        for name, values in ((up.name, first["direct"]), ("through Relay", first["relay"])):
+            row = "".join(f"{percentile(values, q):9.2f}" for q in (0.5, 0.9, 0.99))
+            print(f"{name:22}" + row)
 
 
 if __name__ == "__main__":

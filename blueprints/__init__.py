@@ -30,6 +30,7 @@ def register_blueprints(app: Flask) -> None:
         responses,
     )
 
+    app.url_map.converters["model_id"] = models.ModelIdConverter
     v1 = Blueprint("v1", __name__, url_prefix="/v1")
     v1.before_request(auth.require_api_key)
     _register_text_endpoints(app, v1)

@@ -58,6 +58,8 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
     stats = fields.get("stats")
     usage: Usage | None = stats.usage if stats else fields.get("usage")
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
+    if usage and usage.estimated:  # the upstream gave no counts (services/usage_estimate.py)
+        tokens = "~" + tokens
     # Path, model and error come from callers or upstreams: cut here, escaped by the text sink.
     path, model = cut(line["path"]), cut(str(fields.get("model", "-")))
     failure = cut(stats.error) if stats and stats.error else None
@@ -76,6 +78,7 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         "stream": bool(fields.get("stream")),
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
+        "tokens_estimated": bool(usage and usage.estimated),
         "error": failure,
         "cache": fields.get("cache"),
     }

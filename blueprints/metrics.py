@@ -51,6 +51,9 @@ def record_request(
     if usage is not None:
         metrics.tokens.labels("in", model, backend, key).inc(usage.prompt_tokens)
         metrics.tokens.labels("out", model, backend, key).inc(usage.completion_tokens)
+        if usage.estimated:
+            metrics.tokens_estimated.labels("in", backend).inc(usage.prompt_tokens)
+            metrics.tokens_estimated.labels("out", backend).inc(usage.completion_tokens)
     if line["status"] in UPSTREAM_KINDS and backend != "-":
         metrics.upstream_errors.labels(backend, UPSTREAM_KINDS[line["status"]]).inc()
     if fields.get("limited"):

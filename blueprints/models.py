@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, g
+from werkzeug.routing import PathConverter
 
 from blueprints import gateway
 from services.keys import require_model, visible_models
@@ -16,7 +17,17 @@ def list_models() -> dict[str, object]:
     return render_model_list(visible_models(g.api_key, gateway().router.list_models()))
 
 
-@bp.get("/models/<path:model_id>")
+class ModelIdConverter(PathConverter):
+    """A model id, slashes and all: `Qwen/Qwen3-8B` (vLLM), `/models/x.gguf` (llama.cpp names
+    a model by its file path). The SDKs send them %2F-escaped and the server unescapes them, so
+    the id may start with a slash or hold two in a row: Werkzeug's `path` takes neither."""
+
+    regex = ".+"
+    part_isolating = False  # Werkzeug would guess True from a regex without a slash
+
+
+# merge_slashes=False: `//models/x.gguf` is that id, not a redirect to another path.
+@bp.get("/models/<model_id:model_id>", merge_slashes=False)
 def retrieve_model(model_id: str) -> dict[str, object]:
     require_model(g.api_key, model_id)
     return render_model(gateway().router.find_model(model_id))

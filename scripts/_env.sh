@@ -19,9 +19,32 @@ ensure_venv() {
   local want
   want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    local wheels
+    wheels=$(build_once_wheels "$requirements")
+    PIP_FIND_LINKS="${PIP_FIND_LINKS:+$PIP_FIND_LINKS }$wheels" \
+      .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
     echo "$want" > "$stamp"
   fi
+}
+
+# Requirements marked `# build-once` have no wheel on PyPI and compile from source (minutes):
+# build each once into a wheel directory outside the checkout, which every clone and fresh venv
+# on this machine then installs from. Prints that directory.
+build_once_wheels() {
+  local requirements="$1"
+  local dir="${RELAY_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relay-wheels}"
+  mkdir -p "$dir"
+  local spec name version
+  for spec in $(sed -n 's/^\([A-Za-z0-9_.-]*\)\(\[[A-Za-z0-9_,]*\]\)\{0,1\}==\([^ ]*\).*# build-once.*$/\1==\3/p' "$requirements"); do
+    name=${spec%%==*}
+    version=${spec##*==}
+    if ! ls "$dir/${name//-/_}-$version-"*.whl >/dev/null 2>&1; then
+      echo "Building $spec once into $dir (it compiles from source; minutes)" >&2
+      CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+        .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w "$dir" "$spec" >&2
+    fi
+  done
+  echo "$dir"
 }
 
 # Install Debian packages when a command is missing (test dependencies such as node).

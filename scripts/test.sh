@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Run every check: formatting, lint, types, and the whole test suite (real gunicorn + fakes).
+# Run every check: formatting, lint, types, and the whole test suite (real gunicorn, fakes, and
+# llama.cpp's real server for tests/real).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
+# llama-cpp-python (the real upstream of tests/real) compiles llama.cpp once per machine.
+ensure_command cmake cmake
+ensure_command c++ g++
 ensure_venv requirements-dev.txt
 # The Redis tests start real redis-server processes.
 ensure_command redis-server redis-server

@@ -14,7 +14,15 @@ from services.backends.base import Backend
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import BYPASS, HIT, MISS, CachePolicy, Codec, cache_key
-from services.types import CallContext, ChatDelta, ChatRequest, ChatResult, ToolCall, Usage
+from services.types import (
+    CallContext,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ToolCall,
+    Usage,
+    result_deltas,
+)
 from services.unicode_text import escape_surrogates
 
 # Backends whose answer depends on the request alone. A Dify app keeps conversation state
@@ -100,15 +108,7 @@ def stream(
 
 def replay(result: ChatResult) -> Generator[ChatDelta, None, None]:
     """Turn a stored reply back into deltas, so it streams with a live stream's framing."""
-    if result.reasoning:
-        yield ChatDelta(reasoning=result.reasoning)
-    if result.content:
-        yield ChatDelta(content=result.content)
-    if result.refusal:
-        yield ChatDelta(refusal=result.refusal)
-    if result.tool_calls:
-        yield ChatDelta(tool_calls=result.tool_calls)
-    yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+    yield from result_deltas(result)
 
 
 def _recording(
@@ -119,8 +119,12 @@ def _recording(
     reasoning: list[str] = []
     refusal: list[str] = []
     calls: dict[int, ToolCall] = {}
+    logprobs: dict[str, list[Any]] = {}
     try:
         for d in deltas:
+            for name, items in (d.logprobs or {}).items():  # `content` and `refusal` lists
+                if isinstance(items, list):
+                    logprobs.setdefault(name, []).extend(items)
             if d.replace:  # the content replaces everything said so far
                 content.clear()
             content.append(d.content)
@@ -141,6 +145,7 @@ def _recording(
                     finish_reason=d.finish_reason,
                     usage=d.usage or Usage(),
                     refusal="".join(refusal),
+                    logprobs=logprobs or None,
                 )
                 if CHAT_CODEC.storable(result):
                     store(result)

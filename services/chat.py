@@ -9,6 +9,7 @@ from services.backends.base import Backend
 from services.errors import GatewayError
 from services.gateway import Gateway
 from services.types import CallContext, ChatDelta, ChatRequest, ChatResult
+from services.usage_estimate import chat_prompt_tokens, complete_usage, fill_usage
 
 
 def complete(gw: Gateway, req: ChatRequest, ctx: CallContext) -> tuple[Backend, ChatResult]:
@@ -16,7 +17,8 @@ def complete(gw: Gateway, req: ChatRequest, ctx: CallContext) -> tuple[Backend, 
     backend = gw.router.resolve(req.model, ctx)
     try:
         with gw.gates.slot(backend.name, ctx.key_name):
-            return backend, backend.chat(req, ctx)
+            result = backend.chat(req, ctx)
+        return backend, complete_usage(result, chat_prompt_tokens(req))
     except GatewayError as e:
         e.backend = backend.name
         raise
@@ -30,7 +32,7 @@ def stream(
     hold = ExitStack()  # the backend's in-flight slot, held until the stream closes
     try:
         hold.enter_context(gw.gates.slot(backend.name, ctx.key_name))
-        deltas = backend.stream_chat(req, ctx)
+        deltas = fill_usage(backend.stream_chat(req, ctx), chat_prompt_tokens(req))
         try:
             first = next(deltas)
         except StopIteration:

@@ -17,8 +17,9 @@ from services.completions_format import CompletionRequest
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import CachePolicy, Codec, cache_key
-from services.types import CallContext, ChatDelta, ChatResult
+from services.types import CallContext, ChatDelta, ChatResult, TextRequest
 from services.unicode_text import escape_surrogates
+from services.usage_estimate import complete_usage, fill_usage, text_tokens
 
 
 def _encode(results: list[ChatResult]) -> bytes:
@@ -47,7 +48,17 @@ def _complete_all(
     gw: Gateway, backend: Backend, req: CompletionRequest, ctx: CallContext
 ) -> list[ChatResult]:
     with gw.gates.slot(backend.name, ctx.key_name):
-        return [backend.complete_text(p, ctx) for p in req.prompts]
+        return [complete_usage(backend.complete_text(p, ctx), _prompt(p)) for p in req.prompts]
+
+
+def _prompt(req: TextRequest) -> int:
+    return text_tokens(req.prompt) + text_tokens(req.suffix or "")
+
+
+def _stream_text(
+    backend: Backend, req: TextRequest, ctx: CallContext
+) -> Generator[ChatDelta, None, None]:
+    return fill_usage(backend.stream_text(req, ctx), _prompt(req))
 
 
 def complete(
@@ -74,7 +85,7 @@ def stream(
     hold = ExitStack()  # the backend's in-flight slot, held until the stream closes
     try:
         hold.enter_context(gw.gates.slot(backend.name, ctx.key_name))
-        first = backend.stream_text(req.prompts[0], ctx)
+        first = _stream_text(backend, req.prompts[0], ctx)
         try:
             head = next(first, None)
         except BaseException:
@@ -103,7 +114,7 @@ def _run(
             yield 0, delta
         for index in range(1, len(req.prompts)):
             current.close()
-            current = backend.stream_text(req.prompts[index], ctx)
+            current = _stream_text(backend, req.prompts[index], ctx)
             for delta in current:
                 yield index, delta
     finally:

@@ -60,6 +60,12 @@ class Metrics:
             ["direction", "model", "backend", "key"],
             registry=registry,
         )
+        self.tokens_estimated = Counter(
+            "relay_tokens_estimated",
+            "The part of relay_tokens Relay estimated because the upstream gave no usage.",
+            ["direction", "backend"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "relay_upstream_errors",
             "Backend failures by kind (unavailable, timeout, bad_reply, midstream).",

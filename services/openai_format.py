@@ -62,9 +62,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
         )
     stream = opt_bool(body, "stream") or False
     include_usage = parse_include_usage(body)
-    max_tokens = opt_int(body, "max_completion_tokens", lo=1)
-    if max_tokens is None:
-        max_tokens = opt_int(body, "max_tokens", lo=1)
+    # Both limits given: the smaller one holds for both names.
+    limits = {
+        name: value
+        for name in ("max_tokens", "max_completion_tokens")
+        if (value := opt_int(body, name, lo=1)) is not None
+    }
+    max_tokens = min(limits.values()) if limits else None
     user = body.get("user")
     return ChatRequest(
         model=model,
@@ -73,6 +77,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         temperature=opt_number(body, "temperature", 0, 2),
         top_p=opt_number(body, "top_p", 0, 1),
         max_tokens=max_tokens,
+        max_tokens_names=tuple(limits) or ("max_tokens",),
         stop=parse_stop(body.get("stop")),
         seed=opt_int(body, "seed"),
         presence_penalty=opt_number(body, "presence_penalty", -2, 2),

@@ -68,7 +68,7 @@ def render_chat_completion(result: ChatResult, model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": dict(result.logprobs) if result.logprobs else None,
                 "finish_reason": result.finish_reason,
             }
         ],
@@ -117,11 +117,11 @@ def render_chat_stream(
     }
     tail = {"usage": None} if include_usage else {}
 
-    def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def frame(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
         stats.chunks += 1
         if stats.first_token is None and stats.chunks > 1:  # the role chunk is not a token
             stats.first_token = time.perf_counter()
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return b"data: " + encode_json({**head, "choices": [choice], **tail}) + b"\n\n"
 
     seen_tools: set[int] = set()
@@ -136,7 +136,9 @@ def render_chat_stream(
             if d.content:
                 text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
                 sent_text = True
-                yield frame({"content": text})
+                yield frame({"content": text}, logprobs=_plain(d.logprobs))
+            elif d.logprobs and not (d.reasoning or d.refusal or d.tool_calls):
+                yield frame({}, logprobs=_plain(d.logprobs))
             if d.tool_calls:
                 yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
             if d.finish_reason is not None:
@@ -155,6 +157,10 @@ def render_chat_stream(
         logger.exception("stream failed")
         stats.error = "internal error"
         yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
+
+
+def _plain(logprobs: Any) -> Any:
+    return dict(logprobs) if logprobs else None
 
 
 def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:

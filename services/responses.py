@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from loguru import logger
 
 from services import chat
-from services.errors import InvalidRequestError, NotFoundError
+from services.errors import GatewayError, InvalidRequestError, NotFoundError
 from services.gateway import Gateway
 from services.openai_format import parse_chat_request
 from services.openai_render import StreamStats
@@ -49,7 +50,8 @@ def create(
 ) -> tuple[str, Usage, dict[str, Any]]:
     """Run a whole Responses request; return the backend name, usage and Response object."""
     history, req = _chat_request(gw, rreq, ctx.key_name)
-    backend, result = chat.complete(gw, req, ctx)
+    with _responses_params():
+        backend, result = chat.complete(gw, req, ctx)
     rid, created = new_id("resp_"), int(time.time())
     output = output_items(result)
     response = render_response(
@@ -69,11 +71,29 @@ def stream(
 ) -> tuple[str, Iterator[bytes]]:
     """Start a streamed Responses request; errors before the first delta raise here."""
     history, req = _chat_request(gw, rreq, ctx.key_name)
-    backend, deltas = chat.stream(gw, req, ctx)
+    with _responses_params():
+        backend, deltas = chat.stream(gw, req, ctx)
     events = ResponseEvents(
         rreq, stats, lambda final: _store(gw, rreq, ctx.key_name, history, final)
     )
     return backend.name, events.frames(deltas)
+
+
+# The chat fields a Responses request's own fields became, for errors naming them.
+_PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text"}
+
+
+@contextmanager
+def _responses_params() -> Iterator[None]:
+    """An upstream's error about a chat field names the Responses field the caller sent."""
+    try:
+        yield
+    except GatewayError as e:
+        # messages[i] counts history and instructions too: it names `input` as a whole.
+        head = (e.param or "").partition("[")[0].partition(".")[0]
+        if head in _PARAMS:
+            e.param = _PARAMS[head]
+        raise
 
 
 def _chat_request(

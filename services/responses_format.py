@@ -72,7 +72,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     chat: dict[str, Any] = {
         "temperature": opt_number(body, "temperature", 0, 2),
         "top_p": opt_number(body, "top_p", 0, 1),
-        "max_completion_tokens": opt_int(body, "max_output_tokens", lo=1),
+        "max_tokens": opt_int(body, "max_output_tokens", lo=1),  # the name most servers take
         "tools": tools or None,
         "tool_choice": _tool_choice(body.get("tool_choice")),
         "response_format": _text_format(body.get("text")),
@@ -88,7 +88,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         "text": body.get("text") or {"format": {"type": "text"}},
         "temperature": chat["temperature"],
         "top_p": chat["top_p"],
-        "max_output_tokens": chat["max_completion_tokens"],
+        "max_output_tokens": chat["max_tokens"],
         "parallel_tool_calls": chat["parallel_tool_calls"] is not False,
         "reasoning": {"effort": chat["reasoning_effort"], "summary": None},
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,6 +59,10 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
+    # The field(s) the caller gave the limit in, sent on under the same name(s): many
+    # OpenAI-compatible servers ignore `max_completion_tokens`, OpenAI's reasoning models
+    # refuse `max_tokens`.
+    max_tokens_names: tuple[str, ...] = ("max_tokens",)
     stop: tuple[str, ...] = ()
     seed: int | None = None
     presence_penalty: float | None = None
@@ -91,6 +95,8 @@ class Usage:
     # Details some upstreams report; None when unknown (rendered only when known).
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    # Relay counted or estimated the tokens: the upstream did not say (usage_estimate.py).
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -107,6 +113,8 @@ class ChatResult:
     finish_reason: str = "stop"
     usage: Usage = Usage()
     refusal: str = ""
+    # The choice's `logprobs` object as an OpenAI-compatible upstream sent it, when asked for.
+    logprobs: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +130,23 @@ class ChatDelta:
     # take back what it sent, so it shows the replacement after REPLACE_SEPARATOR.
     replace: bool = False
     refusal: str = ""
+    logprobs: Mapping[str, Any] | None = None  # this chunk's, as the upstream sent them
 
 
 REPLACE_SEPARATOR = "\n\n"
+
+
+def result_deltas(result: ChatResult) -> Iterator[ChatDelta]:
+    """A whole reply as the deltas of a stream that says it at once."""
+    if result.reasoning:
+        yield ChatDelta(reasoning=result.reasoning)
+    if result.content or result.logprobs:
+        yield ChatDelta(content=result.content, logprobs=result.logprobs)
+    if result.refusal:
+        yield ChatDelta(refusal=result.refusal)
+    if result.tool_calls:
+        yield ChatDelta(tool_calls=result.tool_calls)
+    yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
 
 
 @dataclass(frozen=True, slots=True)

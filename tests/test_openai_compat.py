@@ -111,7 +111,7 @@ def test_chat_passes_through_with_unknown_fields_and_the_upstream_key(sdk, chat_
         ],
         "stream": False,
         "temperature": 0.3,
-        "max_completion_tokens": 50,
+        "max_tokens": 50,  # under the name the caller used
         "seed": 7,
         "top_k": 5,
         "repetition_penalty": 1.1,

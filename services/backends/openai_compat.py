@@ -7,9 +7,10 @@ The upstream key comes from configuration only; a caller's Relay key never goes 
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping
-from typing import IO, Any, Protocol
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import IO, Any
 
 import requests
 import urllib3
@@ -17,8 +18,21 @@ from loguru import logger
 
 from config import BackendSettings, Settings
 from services.backends.base import Backend
-from services.backends.openai_wire import ChatChunkReader, result_from_chat, to_chat_body
-from services.errors import GatewayError, ModelNotFoundError, RateLimitError, UpstreamError
+from services.backends.openai_wire import (
+    ChatChunkReader,
+    TextChunkReader,
+    result_from_chat,
+    result_from_text,
+    to_chat_body,
+    to_text_body,
+)
+from services.errors import (
+    GatewayError,
+    ModelNotFoundError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
 from services.finite_numbers import finite_float, token_count
 from services.images import ImageLoader
 from services.kv_store import StoreFactory
@@ -41,6 +55,8 @@ from services.types import (
     GeneratedImage,
     ImageRequest,
     ModelInfo,
+    TextRequest,
+    result_deltas,
 )
 
 
@@ -55,10 +71,6 @@ class UpstreamRejectedError(GatewayError):
         )
         self.status = status
         self.type = type
-
-
-class _Reader(Protocol):
-    def feed(self, event: Any) -> list[ChatDelta]: ...
 
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and what Relay itself answers for, never passed on.
@@ -141,6 +153,7 @@ class OpenAICompatBackend(Backend):
     ) -> None:
         super().__init__(settings, shared, images, stores)
         self.api = settings.api
+        self.max_tokens_field = settings.max_tokens_field
         self.passthrough = settings.passthrough
         self.passthrough_auth = settings.passthrough_auth
         self.passthrough_paths = settings.passthrough_paths
@@ -169,34 +182,91 @@ class OpenAICompatBackend(Backend):
                 self._post("/responses", chat_to_responses(req, False)), self.title
             )
         return result_from_chat(
-            self._post("/chat/completions", to_chat_body(req, False)), self.title
+            self._post("/chat/completions", to_chat_body(self._limit_named(req), False)),
+            self.title,
         )
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
-        reader: _Reader
         if self.api == "responses":
-            path, body = "/responses", chat_to_responses(req, True)
-            reader = responses = ResponsesStreamReader(self.title)
-        else:
-            path, body = "/chat/completions", to_chat_body(req, True)
-            reader = chunks = ChatChunkReader(self.title)
-        resp = self._send("POST", path, json=body, stream=True, headers=self._headers)
+            yield from self._stream_responses(req)
+            return
+        yield from self._stream(
+            "/chat/completions",
+            to_chat_body(self._limit_named(req), True),
+            ChatChunkReader(self.title),
+            lambda body: result_from_chat(body, self.title),
+        )
+
+    def _limit_named(self, req: ChatRequest) -> ChatRequest:
+        if self.max_tokens_field == "as_sent":
+            return req
+        return dataclasses.replace(req, max_tokens_names=(self.max_tokens_field,))
+
+    def _stream_responses(self, req: ChatRequest) -> Generator[ChatDelta, None, None]:
+        reader = ResponsesStreamReader(self.title)
+        body = chat_to_responses(req, True)
+        resp = self._send("POST", "/responses", json=body, stream=True, headers=self._headers)
         try:
-            for _name, data in iter_sse(self._iter_body(resp)):
-                if data.strip() == "[DONE]":
-                    break
-                try:
-                    event = loads(data)
-                except ValueError:
-                    raise UpstreamError(f"{self.title} sent a malformed event.") from None
+            for event in self._events(resp):
                 yield from reader.feed(event)
-                if self.api == "responses" and responses.finished:
+                if reader.finished:
                     return
-            if self.api == "responses":
-                raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
-            yield from chunks.finish()
+            raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
         finally:
             resp.close()
+
+    def _stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        reader: ChatChunkReader | TextChunkReader,
+        whole: Callable[[Any], ChatResult],
+    ) -> Generator[ChatDelta, None, None]:
+        resp = self._send("POST", path, json=body, stream=True, headers=self._headers)
+        seen = False
+        try:
+            for event in self._events(resp):
+                seen = True
+                yield from reader.feed(event)
+        finally:
+            resp.close()
+        if seen:
+            yield from reader.finish()
+            return
+        # Some servers (llama.cpp's Python server) refuse a request, such as a prompt longer
+        # than the context, with a 200 and an empty stream. Nothing has reached the caller yet:
+        # ask once more without streaming, which brings the refusal itself (or the reply).
+        logger.warning("{}: empty stream; asking again without streaming", self.title)
+        once = {k: v for k, v in body.items() if k != "stream_options"} | {"stream": False}
+        try:
+            reply = self._post(path, once)
+        except UpstreamUnavailableError:
+            # The server may close the connection it sent the empty stream on just as it goes
+            # back to the pool; one more try then gets a fresh one.
+            reply = self._post(path, once)
+        yield from result_deltas(whole(reply))
+
+    def _events(self, resp: requests.Response) -> Iterator[Any]:
+        """The stream's JSON events, up to `[DONE]`."""
+        for _name, data in iter_sse(self._iter_body(resp)):
+            if data.strip() == "[DONE]":
+                return
+            try:
+                yield loads(data)
+            except ValueError:
+                raise UpstreamError(f"{self.title} sent a malformed event.") from None
+
+    def complete_text(self, req: TextRequest, ctx: CallContext) -> ChatResult:
+        """Legacy completions go to the upstream's own /completions, whichever `api` is set."""
+        return result_from_text(self._post("/completions", to_text_body(req, False)), self.title)
+
+    def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
+        yield from self._stream(
+            "/completions",
+            to_text_body(req, True),
+            TextChunkReader(self.title),
+            lambda body: result_from_text(body, self.title),
+        )
 
     def generate_images(self, req: ImageRequest, ctx: CallContext) -> list[GeneratedImage]:
         body: dict[str, Any] = {

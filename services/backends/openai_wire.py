@@ -12,7 +12,15 @@ from typing import Any
 
 from services.errors import UpstreamError
 from services.responses_convert import as_dict, as_int, as_str, read_usage
-from services.types import ChatDelta, ChatRequest, ChatResult, Message, ToolCall, Usage
+from services.types import (
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    Message,
+    TextRequest,
+    ToolCall,
+    Usage,
+)
 
 
 def to_chat_body(req: ChatRequest, stream: bool) -> dict[str, Any]:
@@ -25,7 +33,6 @@ def to_chat_body(req: ChatRequest, stream: bool) -> dict[str, Any]:
     optional = {
         "temperature": req.temperature,
         "top_p": req.top_p,
-        "max_completion_tokens": req.max_tokens,
         "stop": list(req.stop) or None,
         "seed": req.seed,
         "presence_penalty": req.presence_penalty,
@@ -37,11 +44,44 @@ def to_chat_body(req: ChatRequest, stream: bool) -> dict[str, Any]:
         "user": req.user,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if req.max_tokens is not None:
+        body.update(dict.fromkeys(req.max_tokens_names, req.max_tokens))
     if stream:
         # Always ask for usage: the access log wants it even when the caller does not.
         body["stream_options"] = {"include_usage": True}
     body.update(req.extra)
     return body
+
+
+def to_text_body(req: TextRequest, stream: bool) -> dict[str, Any]:
+    """Rebuild a legacy completions body (one prompt) with its extra fields kept intact."""
+    body: dict[str, Any] = {"model": req.model, "prompt": req.prompt, "stream": stream}
+    optional = {
+        "suffix": req.suffix,
+        "max_tokens": req.max_tokens,
+        "stop": list(req.stop) or None,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty,
+        "user": req.user,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    body.update(req.extra)
+    return body
+
+
+def result_from_text(body: Any, title: str) -> ChatResult:
+    """Turn an upstream text_completion object into a ChatResult."""
+    choice = _first_choice(body, title)
+    return ChatResult(
+        content=as_str(choice.get("text")),
+        finish_reason=as_str(choice.get("finish_reason")) or "stop",
+        usage=usage_from_chat(body.get("usage")),
+    )
 
 
 def _message(m: Message) -> dict[str, Any]:
@@ -95,6 +135,7 @@ def result_from_chat(body: Any, title: str) -> ChatResult:
         finish_reason=as_str(choice.get("finish_reason")) or ("tool_calls" if calls else "stop"),
         usage=usage_from_chat(body.get("usage")),
         refusal=as_str(message.get("refusal")),
+        logprobs=_logprobs(choice),
     )
 
 
@@ -129,10 +170,11 @@ class ChatChunkReader:
             reasoning=as_str(delta.get("reasoning_content") or delta.get("reasoning")),
             refusal=as_str(delta.get("refusal")),
             tool_calls=tuple(self._tool_call(c) for c in delta.get("tool_calls") or []),
+            logprobs=_logprobs(choice),
         )
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
-        empty = not (out.content or out.reasoning or out.refusal or out.tool_calls)
+        empty = not (out.content or out.reasoning or out.refusal or out.tool_calls or out.logprobs)
         return [] if empty else [out]
 
     def _tool_call(self, raw: Any) -> ToolCall:
@@ -150,7 +192,44 @@ class ChatChunkReader:
         """Return the final delta once the upstream stream has ended."""
         if self.finish_reason is None:
             raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
-        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage or Usage())]
+        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
+
+
+@dataclass(slots=True)
+class TextChunkReader:
+    """Turn upstream text_completion chunks into ChatDeltas (the text in `content`)."""
+
+    title: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+    def feed(self, chunk: Any) -> list[ChatDelta]:
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"{self.title} sent a malformed chunk.")
+        if chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamError(f"{self.title} failed mid-reply: {message}")
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = usage_from_chat(chunk["usage"])
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return []
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        text = as_str(choice.get("text"))
+        return [ChatDelta(content=text)] if text else []
+
+    def finish(self) -> list[ChatDelta]:
+        if self.finish_reason is None:
+            raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
+        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
+
+
+def _logprobs(choice: Mapping[str, Any]) -> dict[str, Any] | None:
+    found = choice.get("logprobs")
+    return found if isinstance(found, dict) and found else None
 
 
 def _first_choice(body: Any, title: str) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from services.backends.ollama_text import sampling_options
+from services.backends.openai_wire import to_chat_body
 from services.errors import InvalidRequestError, UpstreamError
 from services.ndjson import iter_ndjson
 from services.openai_format import parse_chat_request
@@ -16,12 +17,23 @@ from services.types import ChatDelta, ToolCall, Usage
 USER = [{"role": "user", "content": "Hi"}]
 
 
-def test_max_completion_tokens_wins_and_unknown_fields_are_kept_in_extra():
+def test_both_limits_keep_their_names_the_smaller_holds_and_unknown_fields_stay_in_extra():
     req = parse_chat_request(
         {"model": "m", "messages": USER, "max_tokens": 5, "max_completion_tokens": 9, "store": True}
     )
-    assert req.max_tokens == 9
+    assert req.max_tokens == 5
+    assert req.max_tokens_names == ("max_tokens", "max_completion_tokens")
+    assert to_chat_body(req, False)["max_tokens"] == 5
+    assert to_chat_body(req, False)["max_completion_tokens"] == 5
     assert req.extra == {"store": True}
+
+
+def test_the_limit_goes_upstream_under_the_name_the_caller_used():
+    for name in ("max_tokens", "max_completion_tokens"):
+        body = to_chat_body(parse_chat_request({"model": "m", "messages": USER, name: 7}), True)
+        other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+        assert body[name] == 7
+        assert other not in body
 
 
 def test_reasoning_object_and_string_image_url_are_accepted():
