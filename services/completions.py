@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from services.backends.base import Backend
 from services.cached_chat import cacheable, result_from_dict
 from services.completions_format import CompletionRequest
+from services.errors import GatewayError
 from services.gateway import Gateway
 from services.keys import ApiKey, require_model
 from services.reply_cache import CachePolicy, Codec, cache_key
@@ -67,12 +68,16 @@ def complete(
     """Continue every prompt whole, or answer from the cache; also says HIT, MISS or BYPASS."""
     require_model(key, req.model)
     backend = gw.router.resolve(req.model, ctx)
-    results, status = gw.cache.run(
-        lambda: cache_key("completions", policy.tenant, backend.name, _payload(req)),
-        cacheable(backend, ctx, policy),
-        lambda: _complete_all(gw, backend, req, ctx),
-        COMPLETIONS_CODEC,
-    )
+    try:
+        results, status = gw.cache.run(
+            lambda: cache_key("completions", policy.tenant, backend.name, _payload(req)),
+            cacheable(backend, ctx, policy),
+            lambda: _complete_all(gw, backend, req, ctx),
+            COMPLETIONS_CODEC,
+        )
+    except GatewayError as e:
+        e.backend = backend.name  # the access log and metrics name it, as for chat
+        raise
     return backend, results, status
 
 
@@ -91,8 +96,10 @@ def stream(
         except BaseException:
             first.close()
             raise
-    except BaseException:
+    except BaseException as e:
         hold.close()
+        if isinstance(e, GatewayError):
+            e.backend = backend.name  # the access log and metrics name it, as for chat
         raise
     return backend, _run(backend, req, ctx, head, first, hold)
 

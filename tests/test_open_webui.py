@@ -307,3 +307,16 @@ def test_failed_embeddings_log_the_backend(webui_gateway, ollama, model, status)
     assert resp.status_code == status, resp.text
     line = rf"POST /v1/embeddings model={model} backend=ollama status={status} "
     wait_until(lambda: re.search(line, webui_gateway.logs()))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize(
+    "model, status", [("missing-text", 404), ("broken-text", 502)], ids=["404", "502"]
+)
+def test_failed_completions_log_the_backend(webui_gateway, ollama, model, status, stream):
+    if model == "broken-text":
+        ollama.script(model, status=500, error="llama runner process has terminated")
+    resp = post(webui_gateway, {"model": model, "prompt": "x", "stream": stream}, "/v1/completions")
+    assert resp.status_code == status, resp.text
+    line = rf"POST /v1/completions model={model} backend=ollama status={status} "
+    wait_until(lambda: re.search(line, webui_gateway.logs()))
