@@ -18,6 +18,11 @@ ensure_venv() {
   local stamp=".venv/.installed-$(basename "$requirements")"
   local want
   want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+  # The test requirements include the app's (-r requirements.txt): installed, they cover both.
+  local dev_stamp=".venv/.installed-requirements-dev.txt"
+  if [ -f "$dev_stamp" ] && [ "$(cat "$dev_stamp")" = "$want" ]; then
+    return 0
+  fi
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     local wheels
     wheels=$(build_once_wheels "$requirements")

@@ -246,7 +246,10 @@ def test_upstream_huge_token_counts_do_not_break_the_reply(raw_gateway, raw_upst
     assert reply.status_code == 200, reply.text[:300]
     parsed = strict_json(reply.text)
     assert parsed["choices"][0]["message"]["content"] == "ok"
-    assert parsed["usage"]["prompt_tokens"] == 0
+    # An unreadable count is no count: Relay estimates it, as when an upstream sends none.
+    assert (
+        isinstance(parsed["usage"]["prompt_tokens"], int) and parsed["usage"]["prompt_tokens"] > 0
+    )
     body = {"model": "llama3.2", "input": "Hi"}
     reply = http.post(raw_gateway.url + "/v1/embeddings", data=json.dumps(body), timeout=10)
     assert reply.status_code == 200, reply.text[:300]
