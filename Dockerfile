@@ -2,7 +2,8 @@
 #   docker build -t relay .
 #   docker run -p 3000:3000 -e RELAY_API_KEYS=sk-... -e OLLAMA_BASE_URL=http://host:11434 relay
 # HOST is 0.0.0.0 so the port can be published; Relay then refuses to start without
-# RELAY_API_KEYS (set RELAY_ALLOW_OPEN=true to run open on purpose). See README "Containers".
+# RELAY_API_KEYS (set RELAY_ALLOW_OPEN=true to run open on purpose).
+# See docs/operations.md "Containers".
 FROM python:3.11-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -99,7 +99,7 @@ class Settings:
         return not self.api_keys and not self.access.keys
 
 
-# name -> (meaning, default shown in docs). The README's configuration table follows this list.
+# name -> (meaning, default shown in docs). The table in docs/configuration.md follows this list.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "HOST": ("address to listen on", "127.0.0.1"),
     "PORT": ("port to listen on", "3000"),

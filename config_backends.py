@@ -72,7 +72,10 @@ class BackendSettings:
 
 @dataclass(frozen=True, slots=True)
 class FileSettings:
-    """Lasting copies of the files backends return (README "Files that last"); off when None."""
+    """Lasting copies of the files backends return; off when None.
+
+    See docs/backends.md "Files that last".
+    """
 
     directory: str | None = None  # local store: RELAY_FILES_DIR
     max_bytes: int = 20 * 1024 * 1024

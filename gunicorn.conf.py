@@ -37,7 +37,7 @@ keepalive = 5
 accesslog = None  # Relay writes its own access line per request
 errorlog = "-"
 loglevel = {"DEBUG": "info", "INFO": "info", "WARNING": "warning"}.get(_settings.log_level, "error")
-preload_app = False  # the app must load after gevent patches the worker (DESIGN §8.5)
+preload_app = False  # the app must load after gevent patches the worker (docs/design.md §3.1)
 proc_name = "relay"
 # gunicorn 27's control socket lives at one path per user; several gateways on a machine would
 # fight over it, and Relay does not use it.

@@ -43,7 +43,8 @@ def register_blueprints(app: Flask) -> None:
 
         v1.register_blueprint(passthrough.bp)
     app.register_blueprint(v1)
-    # The path the Express Ollama service served; the same view, keys and limits (README).
+    # The path the Express Ollama service served; the same view, keys and limits
+    # (docs/configuration.md "Migrating from other tools").
     alias = Blueprint("api_alias", __name__, url_prefix="/api")
     alias.before_request(auth.require_api_key)
     alias.register_blueprint(chat.bp, name="api_chat")
@@ -128,7 +129,7 @@ class _Overflow:
     """A JSON number beyond float range (1e400), kept as text so the 400 can name its field.
 
     Read as a float it would be infinity, which reaches backends or comes back to the client
-    as `Infinity`, and that is not JSON (README, Errors).
+    as `Infinity`, and that is not JSON (docs/api.md "Errors").
     """
 
     __slots__ = ("literal",)

@@ -53,7 +53,8 @@ def retrieve_file(name: str) -> Response:
 def public_base_url() -> str:
     """Return RELAY_PUBLIC_URL, else the URL the caller reached Relay at, as a trusted proxy
     reports it. Host and X-Forwarded-Host are the client's to choose, so links that outlive
-    the request (kept files) should come from RELAY_PUBLIC_URL (README "Files that last")."""
+    the request (kept files) should come from RELAY_PUBLIC_URL (docs/backends.md "Files that
+    last")."""
     configured = current_app.extensions["relay"].settings.public_url
     if configured:
         return str(configured)

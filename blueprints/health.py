@@ -1,7 +1,7 @@
 """GET /health (liveness, no upstream call) and GET /ready (every backend answers). No auth.
 
 /ready reads the backends' states from the short-lived cache shared with `/`, and is limited
-per address; host addresses are shown only with the admin token (README "Service page").
+per address; host addresses are shown only with the admin token (docs/api.md "Service page").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 JSON for programs, a small HTML page for a person in a browser (chosen by the Accept header).
 No auth needed, so it shows little without credentials: models only to a valid key (those it
 may use) or the admin token; host addresses only to the admin token; keys never. Backend
-states come from a short-lived cache and loads are limited per address (README "Service page").
+states come from a short-lived cache and loads are limited per address (docs/api.md "Service page").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ stream until its last chunk, a pass-through download until the client has read i
 a cap one key could take every connection of a worker (many requests to a slow upstream, or
 replies it never reads) and `/health` and every other key would wait. A request counts from
 the moment its key is known until its answer is closed; over the cap it is a 429 at once.
-With no keys configured, callers are counted per address (README "Request bodies").
+With no keys configured, callers are counted per address (docs/operations.md "Request bodies").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Request bodies as Relay reads them (README "Request bodies", docs/threat-model.md).
+"""Request bodies as Relay reads them (docs/operations.md "Request bodies", docs/threat-model.md).
 
 - Never more than RELAY_MAX_BODY_BYTES, whatever the framing: a Content-Length over it is
   refused before reading, a chunked body is read up to one byte past it; both are a 413.

@@ -1,7 +1,7 @@
 """A per-address request limit for the unauthenticated status pages `/` and `/ready`.
 
 The /v1 limits do not reach these routes; this one counts in the same store (memory, or Redis
-when REDIS_URL is set), RELAY_STATUS_PER_MINUTE loads per client address (README "Service
+when REDIS_URL is set), RELAY_STATUS_PER_MINUTE loads per client address (docs/api.md "Service
 page"). With the store down the pages stay up: a probe must not fail over Redis.
 """
 

@@ -111,9 +111,9 @@ class _Pump:
 
     Why a thread: the WSGI greenlet must wake up when the upstream has been silent for an
     interval, also before the first token (the pump primes the stream itself), and only
-    standard-library `threading`/`queue` may be used here (only wsgi.py imports gevent, DESIGN
-    §8.5); gunicorn's gevent worker patches them, so this is a greenlet and the waits are
-    cooperative. A generator that is executing cannot be closed from outside, so when the
+    standard-library `threading`/`queue` may be used here (only wsgi.py imports gevent,
+    docs/design.md §3.2); gunicorn's gevent worker patches them, so this is a greenlet and the
+    waits are cooperative. A generator that is executing cannot be closed from outside, so when the
     client has gone the pump shuts the upstream sockets down (services/backends/cutoff.py):
     the blocked read returns and the producer unwinds at once. A reply whose headers have not
     arrived yet cannot be cut; it ends when they come, or at the read timeout.

@@ -3,7 +3,7 @@
 Python's json writes them by default; a client's parser then fails on a 200 reply. Inputs are
 checked where they enter (json_body, the backends' readers); this is the last guard, so a
 number that slipped through is a logged 500 in OpenAI's envelope, never invalid JSON
-(README, Errors).
+(docs/api.md "Errors").
 """
 
 from __future__ import annotations

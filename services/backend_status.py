@@ -4,7 +4,7 @@ Those pages must not turn each load into calls to every backend (one of which ma
 upstream called with the gateway's own key): each worker keeps one snapshot of every backend's
 state and routed models for RELAY_STATUS_CACHE_SECONDS, and refreshes it one caller at a time;
 callers arriving during a refresh wait for it instead of calling the backends themselves
-(README "Service page").
+(docs/api.md "Service page").
 """
 
 from __future__ import annotations

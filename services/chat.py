@@ -52,7 +52,7 @@ def _primed(
     first: ChatDelta | None, rest: Generator[ChatDelta, None, None], hold: ExitStack
 ) -> Generator[ChatDelta, None, None]:
     # A plain generator (not itertools.chain) so close() reaches the upstream at once when the
-    # client goes away (DESIGN §8.6).
+    # client goes away (docs/design.md §4.2).
     try:
         if first is not None:
             yield first

@@ -113,7 +113,7 @@ def _run(
     hold: ExitStack,
 ) -> Generator[tuple[int, ChatDelta], None, None]:
     # A plain generator with finally, so close() reaches the upstream at once when the client
-    # goes away (DESIGN §8.6).
+    # goes away (docs/design.md §4.2).
     try:
         if head is not None:
             yield 0, head

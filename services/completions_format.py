@@ -1,6 +1,6 @@
 """Pure parsing and rendering of OpenAI legacy Completions (`/v1/completions`). No I/O.
 
-Wire shapes follow reference/openai-api.md §2.1: `text_completion` objects, streamed as chunks of
+Wire shapes follow docs/design.md §5.4: `text_completion` objects, streamed as chunks of
 the same object type with one id, `finish_reason` on the last text chunk, an optional usage chunk
 with `choices: []`, then `[DONE]`.
 """

@@ -1,6 +1,6 @@
 """Pure parsing and rendering of OpenAI Embeddings (`/v1/embeddings`). No I/O.
 
-Wire shapes follow reference/openai-api.md §2.2. The Python SDK asks for base64 unless told
+Wire shapes follow docs/design.md §5.5. The Python SDK asks for base64 unless told
 otherwise and decodes little-endian float32, so both encodings are served.
 """
 

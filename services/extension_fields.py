@@ -4,7 +4,7 @@ Fields Relay does not model travel in a request's `extra`, but some of them a ba
 itself (Dify's `inputs` and `conversation_id`, Ollama's `options`, `keep_alive`, `raw` and
 `truncate`) or an upstream would refuse when mistyped (`user`, `metadata`, `store`, ...). Each
 is checked when the request is parsed, so a wrong type is a 400 naming the field rather than
-a crash (a 500) or an upstream's error (a 502) later (README, Errors).
+a crash (a 500) or an upstream's error (a 502) later (docs/api.md "Errors").
 
 Ollama's model options sent as top-level fields (`num_ctx`, `top_k`, ..., `think`, `format`;
 Open WebUI sends them so on an OpenAI connection) are checked only by the Ollama backend, which
@@ -72,7 +72,7 @@ _INT = (_is_int, "an integer that fits in 64 bits")
 _NUMBER = (is_finite_number, "a number")
 _BOOL = (_is_bool, "true or false")
 
-# Ollama's model options (reference/ollama-api.md §1.4), by the type Ollama reads: as top-level
+# Ollama's model options (docs/design.md §7.2), by the type Ollama reads: as top-level
 # fields they are moved into `options`. mirostat, mirostat_eta, mirostat_tau, tfs_z and
 # use_mlock are no longer read by current Ollama (it ignores them with a warning in its log),
 # but older versions still honour them, so they are passed on too.

@@ -2,7 +2,7 @@
 
 Python's json reads 1e400 as infinity and writes it back as `Infinity`, which is not JSON, and
 converting a huge int to float raises OverflowError; both are caught here, where numbers enter
-(README, Errors).
+(docs/api.md "Errors").
 """
 
 from __future__ import annotations

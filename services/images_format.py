@@ -1,6 +1,6 @@
 """Pure parsing of image generation requests (OpenAI body + X-Replicate-* headers) and rendering.
 
-The header family is the one of the image proxy Relay replaces (reference/systems-we-replace.md);
+The header family is the one of the image proxy Relay replaces (docs/design.md §9);
 each header is checked against its range and lands in ImageRequest.options under a snake_case
 name. Errors name the body field or the header as `param`. No I/O.
 """
@@ -82,7 +82,7 @@ def _url(header: str, raw: str) -> str:
     return raw
 
 
-# header -> (option name, parser); the table in the README follows this one.
+# header -> (option name, parser); the table in docs/backends.md follows this one.
 HEADERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "X-Output-Format": ("output_format", _choice(OUTPUT_FORMATS)),
     "X-Replicate-Seed": ("seed", _number(0, None, whole=True)),

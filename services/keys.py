@@ -7,7 +7,7 @@ Open mode (no key, everyone admitted) is decided once: a gateway that has ever h
 becomes open at runtime. A changed file is read once it has stayed unchanged for half a second.
 A reload that finds no key at all (the file emptied, cut short by a
 non-atomic write, or its last table deleted) keeps the keys in force and logs an error; to go
-open the operator restarts without keys (README "Keys").
+open the operator restarts without keys (docs/access.md "Keys").
 """
 
 from __future__ import annotations

@@ -84,6 +84,6 @@ def configure_logging(settings: Settings) -> None:
     logger.add(sys.stderr, **options)
     if settings.log_dir:
         # One file per worker process: several processes rotating one file lose records
-        # (DESIGN §8.9); rotation is left to logrotate.
+        # (docs/design.md §3.4); rotation is left to logrotate.
         os.makedirs(settings.log_dir, exist_ok=True)
         logger.add(os.path.join(settings.log_dir, f"relay.{os.getpid()}.log"), **options)

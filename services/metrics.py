@@ -19,7 +19,7 @@ from prometheus_client import (
 
 # The model label is caller input: bound it so /metrics (and the multiprocess files) cannot be
 # grown by sending made-up names. Real model names are far shorter, and a gateway serves far
-# fewer; past either bound a name is counted as `other` (README "Metrics").
+# fewer; past either bound a name is counted as `other` (docs/operations.md "Metrics").
 MAX_MODEL_LABELS = 100  # distinct model names per worker process
 MAX_MODEL_LABEL_LENGTH = 128
 OTHER_MODEL = "other"

@@ -1,6 +1,6 @@
 """Pure rendering of core results as OpenAI Chat Completions JSON and SSE frames. Cannot fail.
 
-Wire details follow reference/openai-api.md §1 (chunk rules, null vs missing, error frames).
+Wire details follow docs/design.md §5.1 (chunk rules, null vs missing, error frames).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def _plain(logprobs: Any) -> Any:
 
 def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
     # id, type and name go only in the first delta of each index: the Python SDK's
-    # accumulator would otherwise join them ("call_xcall_x"), reference/openai-api §1.3.
+    # accumulator would otherwise join them ("call_xcall_x"), docs/design.md §5.1.
     if call.index in seen:
         return {"index": call.index, "function": {"arguments": call.arguments}}
     seen.add(call.index)

@@ -2,7 +2,7 @@
 its `model` checked against the caller's key before anything goes upstream.
 
 Only JSON bodies are read here; uploads of other types (multipart audio, files) stream on
-untouched (README "Pass-through of everything else").
+untouched (docs/backends.md "Pass-through of everything else").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A path is forwarded only when it is plain: segments of ordinary characters, no p
 escapes, no dot segments, no empty segments. Then nothing between Relay and the upstream
 (the WSGI server's decoding, urllib3's dot-segment removal, the upstream's own router) can
 read it as another path, so the upstream receives exactly the path that was checked
-(README "Pass-through of everything else").
+(docs/backends.md "Pass-through of everything else").
 """
 
 from __future__ import annotations

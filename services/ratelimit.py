@@ -2,7 +2,7 @@
 a valid key; tokens per minute are checked before a request and charged after it by real usage.
 
 The only services module that touches flask: the limiter's key function must read the request.
-Headers and errors follow reference/openai-api.md §4.2 and §5.1.
+Headers and errors follow docs/design.md §5.2 and §5.3.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from services.errors import GatewayError, RateLimitError
 from services.keys import ANONYMOUS, ApiKey
 from services.redis_client import RedisError, RedisLink, redis_options
 
-# The keyed API: /v1 and the /api alias of the chat route (README). Only these are limited.
+# The keyed API: /v1 and the /api alias of the chat route (docs/api.md). Only these are limited.
 API_PREFIXES = ("/v1/", "/api/")
 MAX_RETRY_AFTER = 60  # seconds; every SDK version honours a Retry-After up to this (§5.2)
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Pure conversion of a Chat Completions request to a Responses API call, and of the reply back.
 
 Serves chat clients from an upstream that only offers the Responses API, following the tables
-of reference/chat-responses-mapping.md and the event list of reference/openai-api.md §3.3.
+of docs/design.md §6 and the event list of §5.6.
 No I/O: request dicts in, ChatResult/ChatDelta out.
 """
 

@@ -2,7 +2,7 @@
 
 A Responses request is served by the same chat core as /v1/chat/completions: its `input` items
 become chat messages and its flat fields their chat names, following
-reference/chat-responses-mapping.md. Errors name the Responses `param`.
+docs/design.md §6. Errors name the Responses `param`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pure rendering of chat results as Responses API objects and stream events. No I/O.
 
-The event sequence and the fields the SDK helpers depend on follow reference/openai-api.md
-§3.3–3.4: response.created first, output_index equal to the item's position, content parts
+The event sequence and the fields the SDK helpers depend on follow docs/design.md
+§5.6: response.created first, output_index equal to the item's position, content parts
 added before text deltas, function_call items added with empty arguments, and a terminal
 response.completed / incomplete / failed.
 """
@@ -72,7 +72,7 @@ def output_items(result: ChatResult) -> list[dict[str, Any]]:
     if result.reasoning:
         items.append(_reasoning_item(new_id("rs_"), result.reasoning))
     if result.content or result.refusal:
-        # A chat refusal is the message's refusal part (reference/chat-responses-mapping.md).
+        # A chat refusal is the message's refusal part (docs/design.md §6).
         parts = [_text_part(result.content)] if result.content else []
         parts += [_refusal_part(result.refusal)] if result.refusal else []
         items.append(_message_item(new_id("msg_"), parts, "completed"))

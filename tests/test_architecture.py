@@ -1,4 +1,5 @@
-"""Keep the dependency graph honest (DESIGN §5): services never reach up into HTTP routing."""
+"""Keep the dependency graph honest (docs/design.md §2): services never reach up into HTTP
+routing."""
 
 from __future__ import annotations
 

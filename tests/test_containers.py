@@ -151,6 +151,6 @@ def test_healthcheck_script_follows_relay(start_gateway, fake_ollama):
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", ".dockerignore", "docker-compose.yml"])
-def test_readme_explains_the_container_files(name):
-    readme = (ROOT / "README.md").read_text()
-    assert "## Containers" in readme and name in readme
+def test_docs_explain_the_container_files(name):
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "## Containers" in operations and name in operations

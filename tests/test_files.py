@@ -393,6 +393,8 @@ def test_settings_are_checked_at_start(start_gateway, fake_dify, tmp_path):
         assert message in gateway.logs() and "Traceback" not in gateway.logs()
 
 
-def test_readme_documents_lasting_files():
-    readme = (ROOT / "README.md").read_text()
-    assert "## Files that last" in readme and "RELAY_S3_PUBLIC_URL" in readme
+def test_docs_document_lasting_files():
+    backends = (ROOT / "docs" / "backends.md").read_text()
+    settings = (ROOT / "docs" / "configuration.md").read_text()
+    assert "## Files that last" in backends and "RELAY_S3_PUBLIC_URL" in backends
+    assert "| `RELAY_S3_PUBLIC_URL` |" in settings

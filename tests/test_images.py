@@ -261,8 +261,8 @@ def test_num_outputs_header_and_n_must_agree(sdk):
     assert e.value.param == "X-Replicate-Num-Outputs"
 
 
-def test_readme_image_curl_examples_work(images_gateway, upstream, dify):
-    readme = (ROOT / "README.md").read_text()
+def test_docs_image_curl_examples_work(images_gateway, upstream, dify):
+    readme = (ROOT / "docs" / "backends.md").read_text()
     blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S) if "/images/" in b]
     assert blocks
     env = {"RELAY": images_gateway.url, "KEY": API_KEY, "PATH": "/usr/bin:/bin"}
@@ -279,10 +279,10 @@ def test_readme_image_curl_examples_work(images_gateway, upstream, dify):
     assert image_posts(upstream)[-1].body["seed"] == 42
 
 
-def test_readme_image_python_example_works(sdk, dify):
-    readme = (ROOT / "README.md").read_text()
+def test_docs_image_python_example_works(sdk, dify):
+    readme = (ROOT / "docs" / "backends.md").read_text()
     [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if ".images." in b]
     scope = {"client": sdk}
-    exec(compile(block, "README.md", "exec"), scope)
+    exec(compile(block, "docs/backends.md", "exec"), scope)
     assert scope["png_bytes"] == b"\x89PNG\r\n\x1a\ncat.png"
     assert dify.last_run().inputs["num_inference_steps"] == 30

@@ -1,9 +1,9 @@
 """Open WebUI's requests replayed through the gateway (issue 12, findings 9 and 10).
 
-Open WebUI itself is not installed here (about 3 GB); it was run by hand against Relay (README,
-Tests). These tests send the requests it sends on an OpenAI connection: an OpenAI chat request,
-streamed, carrying its built-in tools (28 to 36 of them) and its model settings as top-level
-fields, the Ollama ones included.
+Open WebUI itself is not installed here (about 3 GB); it was run by hand against Relay
+(docs/development.md "Tests"). These tests send the requests it sends on an OpenAI connection:
+an OpenAI chat request, streamed, carrying its built-in tools (28 to 36 of them) and its model
+settings as top-level fields, the Ollama ones included.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Dify backend: each configured Dify app is a model; every app type, always streamed upstream.
 
-Requests follow reference/dify-api.md §2 (chat-messages, completion-messages, workflows/run),
+Requests follow docs/design.md §8.1 (chat-messages, completion-messages, workflows/run),
 events are translated by dify_events, conversation memory lives in dify_conversations. Dify is
 always called in streaming mode, also for non-streaming clients: agent apps refuse blocking
-mode, and long blocking calls get cut by common deployments (§8).
+mode, and long blocking calls get cut by common deployments (docs/design.md §8.5).
 """
 
 from __future__ import annotations

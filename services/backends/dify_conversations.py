@@ -3,7 +3,7 @@
 OpenAI clients resend the whole history on every call; Dify keeps it server side. After each
 reply Relay records digest(history + reply) -> conversation id; the next request's history up to
 its newest user turn has that digest, so only the newest user text needs to go to Dify. Edited
-or branched histories simply miss and start a new conversation (reference/dify-api.md §6).
+or branched histories simply miss and start a new conversation (docs/design.md §8.3).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Pure translation of Dify stream events into core deltas. No I/O.
 
 Which events carry the answer, and how each app type ends its stream, follow
-reference/dify-api.md §4.2–4.3 and the gotchas at its end (agent text in agent_message, the New
-Agent's final full `message`, message_replace, chatflow's message_end before workflow_finished,
-workflow answers that live only in `outputs`, relative file URLs).
+docs/design.md §8.2 (agent text in agent_message, the New Agent's final full `message`,
+message_replace, chatflow's message_end before workflow_finished, workflow answers that live
+only in `outputs`) and §8.4 (relative file URLs).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Download the files a Dify app returns and keep them, so replies link to lasting URLs.
 
-Dify signs its file URLs for minutes (reference/dify-api.md §7.2). When lasting files are on, each
+Dify signs its file URLs for minutes (docs/design.md §8.4). When lasting files are on, each
 file Dify serves is fetched through the guarded fetcher (services/outbound.py), capped in size and
 time, and stored; a file that cannot be kept keeps Dify's URL and a warning is logged: the reply
 never fails because of it. Only Dify's own origin, or the files URL the operator names for it, is
@@ -28,7 +28,7 @@ from services.outbound import (
 from services.types import CallContext
 
 FETCH_SECONDS = 30.0  # a whole download; each read waits at most 10 s
-# Dify's signed file URLs (reference/dify-api.md §7.2), also when FILES_URL names another host.
+# Dify's signed file URLs (docs/design.md §8.4), also when FILES_URL names another host.
 SIGNED_PATH = re.compile(r"/files/(tools/)?[A-Za-z0-9._-]+(/(file|image)-preview)?")
 
 

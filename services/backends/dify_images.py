@@ -1,4 +1,4 @@
-"""Pick the image files out of a Dify workflow run's events (reference/dify-api.md §7.2). No I/O.
+"""Pick the image files out of a Dify workflow run's events (docs/design.md §8.4). No I/O.
 
 Kept apart from dify.py so the image use case adds one method there and nothing else.
 """

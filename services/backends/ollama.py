@@ -1,7 +1,7 @@
 """Ollama backend: /api/chat (NDJSON stream or one JSON object) and /api/tags.
 
-Translation follows reference/ollama-api.md; the §6 table lists the faults of Ollama's own
-OpenAI layer that this adapter avoids (max_completion_tokens, tool_choice, call indexes,
+Translation follows docs/design.md §7; the §7.5 table lists the faults of Ollama's own OpenAI
+layer that this adapter avoids (max_completion_tokens, tool_choice, call indexes,
 finish_reason after tool calls, mid-stream errors, streams that end without done).
 """
 

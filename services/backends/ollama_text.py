@@ -1,7 +1,7 @@
 """Pure translation for Ollama's /api/generate (legacy completions) and /api/embed. No I/O.
 
-Wire shapes follow reference/ollama-api.md §1.2 (generate request), §2.1 (generate chunks use
-top-level `response`/`thinking`) and §4.1 (embed). OllamaBackend does the HTTP.
+Wire shapes follow docs/design.md §7.1 (generate request), §7.3 (generate chunks use top-level
+`response`/`thinking`) and §7.4 (embed). OllamaBackend does the HTTP.
 """
 
 from __future__ import annotations

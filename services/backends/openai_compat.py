@@ -105,7 +105,7 @@ _NOT_FORWARDED = _HOP_BY_HOP | {
     "x-cluster-client-ip",
 }
 # In gateway mode the operator's key is one upstream account: a caller may not pick another
-# organisation or project of it (README "Pass-through of everything else").
+# organisation or project of it (docs/backends.md "Pass-through of everything else").
 _ACCOUNT_CHOICE = {"openai-organization", "openai-project"}
 
 

@@ -1,7 +1,7 @@
 """Pure translation between core types and an OpenAI-compatible upstream's Chat Completions JSON.
 
 Used by the openai_compat backend; no I/O. Fields Relay does not model (`ChatRequest.extra`)
-are sent on untouched, so the upstream sees what the caller asked for (reference/openai-api §1).
+are sent on untouched, so the upstream sees what the caller asked for (docs/design.md §5.7).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ChatChunkReader:
     """Turn upstream chat.completion.chunk objects into ChatDeltas, one chunk at a time.
 
     The finish chunk is held back until the stream ends, because with include_usage the usage
-    comes in a later chunk (reference/openai-api §1.3) and a ChatDelta carries both.
+    comes in a later chunk (docs/design.md §5.1) and a ChatDelta carries both.
     """
 
     title: str

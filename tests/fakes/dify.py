@@ -1,4 +1,4 @@
-"""A fake Dify Service API that speaks the app API's wire format (reference/dify-api.md).
+"""A fake Dify Service API that speaks the app API's wire format (docs/design.md §8).
 
 Apps are registered per key with `FakeDify.add_app(key, mode)`; the returned `DifyApp` is the
 script for that app and tests mutate it. Like real Dify, conversations and uploads are scoped to

@@ -1,4 +1,4 @@
-"""A fake Ollama server that speaks the native API byte for byte (reference/ollama-api.md).
+"""A fake Ollama server that speaks the native API byte for byte (docs/design.md §7).
 
 Each model's behaviour is scripted with `FakeOllama.script(model, ...)`; every request body is
 recorded, and so is every stream whose client went away before it finished.

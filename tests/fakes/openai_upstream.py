@@ -2,7 +2,7 @@
 
 `FakeOpenAI(api="chat")` answers /v1/chat/completions (streamed and not), /v1/models and
 /v1/images/generations; `FakeOpenAI(api="responses")` answers /v1/responses with the event
-sequence of reference/openai-api.md §3.3 and 404s /v1/chat/completions. The next reply is
+sequence of docs/design.md §5.6 and 404s /v1/chat/completions. The next reply is
 scripted with `fake.reply = Reply(...)`; every request is recorded with its body and headers.
 """
 

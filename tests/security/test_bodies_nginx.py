@@ -1,7 +1,7 @@
 """Slow bodies and spoofed hosts through the shipped nginx site (issue 11), and RELAY_PUBLIC_URL.
 
 nginx runs with deploy/nginx-relay.conf as shipped, only ports, paths and (to keep the test
-short) client_body_timeout substituted; the gateway behind it keeps Dify's files (README
+short) client_body_timeout substituted; the gateway behind it keeps Dify's files (docs/backends.md
 "Files that last"), so the links in replies show which host Relay believed.
 """
 
