@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 
 from blueprints import call_context, gateway, json_body
+from blueprints.access_record import access
 from services import image_generation
 from services.images_format import parse_image_request, render_images
 from services.keys import require_model
@@ -16,7 +17,7 @@ bp = Blueprint("images", __name__)
 def create_image() -> Response:
     req = parse_image_request(json_body(), request.headers)
     require_model(g.api_key, req.model)
-    g.access.update(model=req.model)
+    access().model = req.model
     backend, images = image_generation.generate(gateway(), req, call_context())
-    g.access["backend"] = backend.name
+    access().backend = backend.name
     return jsonify(render_images(images))
