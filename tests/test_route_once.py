@@ -1,0 +1,85 @@
+"""Each request resolves its route exactly once (issue 13): counted through real requests in an
+in-process app, with the router itself left to do its work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from services.router import Router
+from tests.conftest import API_KEY
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]}
+REQUESTS = [
+    ("/v1/chat/completions", CHAT),
+    ("/v1/chat/completions", {**CHAT, "stream": True}),
+    ("/v1/completions", {"model": "llama3.2", "prompt": "Once"}),
+    ("/v1/completions", {"model": "llama3.2", "prompt": ["Once", "Twice"], "stream": True}),
+    ("/v1/embeddings", {"model": "llama3.2", "input": "Hi"}),
+    ("/v1/responses", {"model": "llama3.2", "input": "Hi"}),
+    ("/v1/responses", {"model": "llama3.2", "input": "Hi", "stream": True}),
+]
+
+
+@pytest.fixture(scope="module")
+def app(fake_ollama):
+    env = pytest.MonkeyPatch()
+    env.setenv("RELAY_ENV_FILE", "")
+    env.setenv("RELAY_CONFIG", "")
+    env.setenv("OLLAMA_BASE_URL", fake_ollama.url)
+    env.setenv("RELAY_API_KEYS", API_KEY)
+    env.setenv("RELAY_CACHE_TTL", "0")
+    from app import create_app
+
+    yield create_app()
+    env.undo()
+
+
+@pytest.fixture
+def resolved(monkeypatch):
+    calls: list[str] = []
+    real = Router.resolve
+
+    def counting(self, model, ctx=None):
+        calls.append(model)
+        return real(self, model, ctx)
+
+    monkeypatch.setattr(Router, "resolve", counting)
+    return calls
+
+
+@pytest.mark.parametrize(("path", "body"), REQUESTS)
+@pytest.mark.parametrize("keepalive", [0.0, 15.0])
+def test_the_route_is_resolved_once_per_request(app, ollama, resolved, path, body, keepalive):
+    gw = app.extensions["relay"]
+    settings = gw.settings
+    gw.settings = dataclasses.replace(settings, keepalive_seconds=keepalive)
+    try:
+        reply = app.test_client().post(path, json=body, headers=AUTH)
+        assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
+        reply.get_data()  # a stream runs to its end
+        reply.close()
+    finally:
+        gw.settings = settings
+    assert resolved == ["llama3.2"]
+
+
+def test_a_queued_stream_resolves_once_and_names_its_backend(app, ollama, resolved):
+    # Started later than the keep-alive interval: the access record still names the backend
+    # from the one resolution, instead of resolving again.
+    ollama.script("llama3.2", headers_delay=0.3)
+    gw = app.extensions["relay"]
+    settings = gw.settings
+    gw.settings = dataclasses.replace(settings, keepalive_seconds=0.05)
+    try:
+        reply = app.test_client().post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
+        )
+        body = reply.get_data()
+        reply.close()
+    finally:
+        gw.settings = settings
+    assert b": keep-alive" in body and b"[DONE]" in body
+    assert resolved == ["llama3.2"]
