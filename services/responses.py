@@ -18,8 +18,8 @@ from loguru import logger
 from services import chat
 from services.errors import GatewayError, InvalidRequestError, NotFoundError
 from services.gateway import Gateway
-from services.openai_format import parse_chat_request
-from services.openai_render import StreamStats
+from services.openai_format import parse_message
+from services.openai_render import StreamStats, render_message
 from services.pipeline import Call, Outcome, Streamed
 from services.reply_cache import CachePolicy
 from services.responses_format import ResponsesRequest
@@ -104,7 +104,9 @@ def _responses_params() -> Iterator[None]:
 def _chat_request(
     gw: Gateway, rreq: ResponsesRequest, owner: str
 ) -> tuple[tuple[Any, ...], ChatRequest]:
+    """The stored history (chat-format messages, as kept) and the core request for this turn."""
     history: tuple[Any, ...] = ()
+    mine = [render_message(m) for m in rreq.messages]
     if rreq.previous_response_id:
         record = gw.responses.get(rreq.previous_response_id, owner)
         if record is None:
@@ -115,7 +117,7 @@ def _chat_request(
         history = tuple(record["history"])
         # Each stored turn holds the whole conversation: refuse to grow one past the cap
         # rather than store ever larger records (store=false may still continue it).
-        if rreq.store and not gw.responses.may_continue([*history, *rreq.messages]):
+        if rreq.store and not gw.responses.may_continue([*history, *mine]):
             raise InvalidRequestError(
                 "The conversation is too long to store: continuing it from "
                 f"'{rreq.previous_response_id}' would exceed "
@@ -124,7 +126,9 @@ def _chat_request(
                 param="previous_response_id",
                 code="conversation_too_long",
             )
-    return history, parse_chat_request(rreq.chat_body(history))
+    # Stored turns were checked when they were sent; errors here would name `input`.
+    before = tuple(parse_message(m, "input") for m in history)
+    return (*history, *mine), rreq.chat_request(before)
 
 
 def _store(
@@ -136,7 +140,7 @@ def _store(
 ) -> None:
     if not rreq.store or response["status"] == "failed":
         return
-    turn = [*history, *rreq.messages, assistant_message(response["output"])]
+    turn = [*history, assistant_message(response["output"])]
     if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
         # Larger than the key's whole budget: a later previous_response_id or GET of this id
         # gets the usual 404 (docs/threat-model.md).

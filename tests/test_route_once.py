@@ -33,8 +33,11 @@ def app(fake_ollama):
     env.setenv("RELAY_CACHE_TTL", "0")
     from app import create_app
 
-    yield create_app()
+    app = create_app()
+    yield app
     env.undo()
+    for backend in app.extensions["relay"].router.backends:
+        backend.session.close()  # its pooled connections to the fake upstream
 
 
 @pytest.fixture
