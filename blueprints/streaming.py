@@ -48,8 +48,7 @@ def stream_reply(
     frames a stream that failed after the headers went out. The outcome's backend, cache
     status and headers reach the record and the response when the stream started within
     `interval`; a stream still queued then has sent its headers already, so only `backend`
-    (the call's: the route was resolved once, before) is known (docs/design.md, "Dify
-    conversation header").
+    (the call's: the route was resolved once, before) is known (docs/design.md §4.4).
     """
     stats = record.stats = StreamStats()
     started, frames = start_stream(

@@ -160,7 +160,7 @@ class DifyBackend(Backend):
                     shown.append(delta.content)
                 if deltas and stream.conversation_id and not announced:
                     # The first delta carries the header: the core hands it up before the
-                    # reply's first byte (docs/design.md, "Dify conversation header").
+                    # reply's first byte (docs/design.md §4.4).
                     announced = True
                     headers = {"X-Dify-Conversation-Id": stream.conversation_id}
                     deltas = [replace(deltas[0], headers=headers), *deltas[1:]]
