@@ -76,7 +76,8 @@ def stream(gw: Gateway, call: Call, rreq: ResponsesRequest, stats: StreamStats) 
     with _responses_params():
         out = chat.stream(gw, call, req)
     events = ResponseEvents(rreq, stats, lambda final: _store(gw, rreq, owner, history, final))
-    return out.framed(events.frames(out.deltas))
+    # Responses never use the reply cache: no cache status, as for a whole response.
+    return dataclasses.replace(out.framed(events.frames(out.deltas)), cache=None)
 
 
 def uncached(policy: CachePolicy) -> CachePolicy:
