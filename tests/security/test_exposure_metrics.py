@@ -106,7 +106,9 @@ def test_made_up_model_names_never_become_labels(gw, ollama):
     wait_until(lambda: 'model="llama3.2"' in scraped())  # a real, routed name is still a label
     text = scraped()
     assert not [m for m in markers if m in text]
-    assert len(text) < baseline + 40_000, len(text)  # the label sets, not the names
+    # The label sets grow with routes, statuses and metrics, not with the names: a single leaked
+    # 20 KB name (of the 84 sent) would pass this bound on its own many times over.
+    assert len(text) < baseline + 100_000, len(text)
     models = {
         s.labels["model"]
         for family in text_string_to_metric_families(text)
