@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 import requests
 
 from tests.conftest import API_KEY, free_port
@@ -48,6 +49,7 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
     )
 
 
+@pytest.mark.browser
 def test_service_page_html_in_headless_chromium(start_gateway, fake_ollama, ollama, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "chromium is installed by scripts/test.sh"
