@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -11,11 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import openai
 import pytest
 import redis
 import requests
+from loguru import logger
 
 from tests.fakes.dify import FakeDify
 from tests.fakes.ollama import FakeOllama
@@ -185,6 +189,40 @@ def gateway(start_session_gateway: Callable[..., Gateway], fake_ollama: FakeOlla
     return start_session_gateway(
         {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
     )
+
+
+class InProcessApp:
+    """Relay built in this process by create_app, driven by Flask's test client.
+
+    For configuration-variant tests that need no real process: no gunicorn, no gevent, no port.
+    Streaming, cancellation, backpressure and start-up refusals stay under a real Gateway.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, **overrides: object) -> None:
+        from app import create_app  # imported only by the tests that build the app here
+
+        # The same clean environment a Gateway process gets, for as long as the app is built;
+        # overrides are settings fields given straight to create_app.
+        clean = {"PATH": os.environ.get("PATH", ""), "RELAY_ENV_FILE": "", "HOST": "127.0.0.1"}
+        self._log = io.StringIO()
+        with (
+            mock.patch.dict(os.environ, {**clean, **(env or {})}, clear=True),
+            contextlib.redirect_stderr(self._log),  # configure_logging's sink writes here
+        ):
+            self.app = create_app(overrides)
+        self.client = self.app.test_client()
+
+    def logs(self) -> str:
+        return self._log.getvalue()
+
+
+@pytest.fixture
+def app_client() -> Iterator[Callable[..., InProcessApp]]:
+    """Build Relay in-process with extra environment (like start_gateway, without gunicorn)."""
+    yield InProcessApp
+    # create_app configured loguru for Relay; give the rest of the run loguru's default sink.
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, fake_ollama, ollama):
-    gw = start_gateway(
+def test_service_page_json_names_backends_models_and_no_secrets(app_client, fake_ollama, ollama):
+    relay = app_client(  # the page is settings and backends: no gunicorn needed
         {
             "OLLAMA_BASE_URL": fake_ollama.url,
             "RELAY_API_KEYS": API_KEY,
@@ -31,7 +31,7 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
         }
     )
     keyed = {"Authorization": f"Bearer {API_KEY}"}  # models are shown to key holders only
-    info = requests.get(gw.url + "/", headers=keyed).json()
+    info = relay.client.get("/", headers=keyed).json
     assert info["name"] == "Relay" and info["version"] and info["status"] == "ok"
     [backend] = info["backends"]
     assert backend == {
@@ -43,7 +43,7 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
     assert {"method": "POST", "path": "/v1/chat/completions"}.items() <= info["endpoints"][
         0
     ].items()
-    text = requests.get(gw.url + "/", headers=keyed).text
+    text = relay.client.get("/", headers=keyed).text
     assert (
         API_KEY not in text and "metrics-secret-token" not in text and fake_ollama.url not in text
     )
