@@ -20,11 +20,12 @@ ensure_venv() {
       python3 -m venv .venv
     fi
   fi
-  local stamp=".venv/.installed-$(basename "$requirements")" extra
-  for extra in "$@"; do stamp="$stamp+$(basename "$extra")"; done
+  # Every caller of requirements-dev.txt passes requirements-build-once.txt with it, so the stamp
+  # is named after the lock alone.
+  local stamp=".venv/.installed-$(basename "$requirements")"
   local want
   want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
-  # The test requirements include the app's (-r requirements.txt): installed, they cover both.
+  # The test lock includes the app's (-r requirements.in, the same pins): installed, it covers both.
   local dev_stamp=".venv/.installed-requirements-dev.txt"
   if [ -f "$dev_stamp" ] && [ "$(cat "$dev_stamp")" = "$want" ]; then
     return 0
@@ -32,7 +33,7 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes \
       -r "$requirements"
-    local wheels
+    local extra wheels
     for extra in "$@"; do
       wheels=$(build_once_wheels "$extra")
       PIP_FIND_LINKS="${PIP_FIND_LINKS:+$PIP_FIND_LINKS }$wheels" \
