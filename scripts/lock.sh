@@ -18,5 +18,7 @@ compile() {
     "$tools/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-emit-index-url \
     --no-emit-find-links --unsafe-package llama-cpp-python "$@"
 }
+# pip-compile warns that llama-cpp-python is left unpinned in requirements-dev.txt: intended, it is
+# installed from requirements-build-once.txt after the lock.
 compile "${@}" --output-file requirements.txt requirements.in
 compile "${@}" --output-file requirements-dev.txt requirements-dev.in
