@@ -35,11 +35,11 @@ def site_config(gateway_port: int, http_port: int, https_port: int, cert: Path, 
 
 
 @pytest.fixture(scope="module")
-def nginx(start_gateway, fake_ollama, tmp_path_factory):
+def nginx(start_module_gateway, fake_ollama, tmp_path_factory):
     """nginx from Debian's package with the shipped site, before a real gateway."""
     assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
     root = tmp_path_factory.mktemp("nginx")
-    gateway = start_gateway(
+    gateway = start_module_gateway(
         {
             "OLLAMA_BASE_URL": fake_ollama.url,
             "RELAY_TRUSTED_PROXIES": "127.0.0.1",
@@ -213,6 +213,7 @@ def test_oversized_body_is_refused_by_nginx(nginx):
     conn.close()
 
 
+@pytest.mark.systemd
 def test_unit_file_passes_systemd_analyze_verify(tmp_path):
     assert shutil.which("systemd-analyze"), "systemd-analyze is installed by scripts/test.sh"
     unit = (DEPLOY / "relay.service").read_text()

@@ -57,11 +57,11 @@ def dify(fake_dify: FakeDify) -> FakeDify:
 
 
 @pytest.fixture(scope="module")
-def nginx(start_gateway, fake_dify, tmp_path_factory):
+def nginx(start_module_gateway, fake_dify, tmp_path_factory):
     """nginx with the shipped site before a gateway that keeps Dify's files."""
     assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
     root = tmp_path_factory.mktemp("nginx-bodies")
-    gateway = start_gateway(dify_env(root, fake_dify.url))
+    gateway = start_module_gateway(dify_env(root, fake_dify.url))
     cert, key = root / "cert.pem", root / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]

@@ -25,7 +25,7 @@ USER = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, fake_ollama, tmp_path_factory):
+def gw(start_module_gateway, fake_ollama, tmp_path_factory):
     digest, bob = (hashlib.sha256(k.encode()).hexdigest() for k in (ALICE, BOB))
     config = write_config(
         tmp_path_factory.mktemp("metrics") / "relay.toml",
@@ -34,7 +34,7 @@ def gw(start_gateway, fake_ollama, tmp_path_factory):
         f'[keys.alice]\nhash = "sha256:{digest}"\nmodels = ["llama*"]\n'
         f'[keys.bob]\nhash = "sha256:{bob}"\n',
     )
-    return start_gateway(
+    return start_module_gateway(
         {
             "RELAY_CONFIG": config,
             "RELAY_CACHE_TTL": "0",

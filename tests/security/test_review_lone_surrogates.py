@@ -27,7 +27,7 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
+def gw(start_module_gateway, upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("surrogates") / "relay.toml"
     digest = hashlib.sha256(LIMITED.encode()).hexdigest()
     path.write_text(
@@ -35,7 +35,9 @@ def gw(start_gateway, upstream, tmp_path_factory):
         'models = ["gpt-*"]\npassthrough = true\n\n'
         f'[keys.limited]\nhash = "sha256:{digest}"\nmodels = ["gpt-test"]\n'
     )
-    return start_gateway({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"})
+    return start_module_gateway(
+        {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"}
+    )
 
 
 def _post(gw, path: str, body: str, key: str = LIMITED, stream: bool = False):

@@ -23,13 +23,13 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
+def gw(start_module_gateway, upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("labels") / "relay.toml"
     path.write_text(
         f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
         'models = ["gpt-*"]\npassthrough = true\n'
     )
-    return start_gateway(
+    return start_module_gateway(
         {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up", "RELAY_WORKERS": "1"}
     )
 

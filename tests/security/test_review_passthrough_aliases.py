@@ -28,7 +28,7 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
+def gw(start_module_gateway, upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("aliases") / "relay.toml"
     digest = hashlib.sha256(LIMITED.encode()).hexdigest()
     path.write_text(
@@ -36,7 +36,9 @@ def gw(start_gateway, upstream, tmp_path_factory):
         'models = ["gpt-*"]\npassthrough = true\n\n'
         f'[keys.limited]\nhash = "sha256:{digest}"\nmodels = ["gpt-test"]\n'
     )
-    return start_gateway({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"})
+    return start_module_gateway(
+        {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
+def gw(start_module_gateway, upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("inflight") / "relay.toml"
     digest = hashlib.sha256(OTHER.encode()).hexdigest()
     path.write_text(
@@ -39,7 +39,7 @@ def gw(start_gateway, upstream, tmp_path_factory):
         'models = ["gpt-*"]\npassthrough = true\n\n'
         f'[keys.other]\nhash = "sha256:{digest}"\n'
     )
-    return start_gateway(
+    return start_module_gateway(
         {
             "RELAY_CONFIG": str(path),
             "RELAY_API_KEYS": API_KEY,
