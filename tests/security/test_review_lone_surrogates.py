@@ -7,33 +7,26 @@ answer must be a well-formed JSON envelope."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 import requests
 
 from tests.conftest import API_KEY
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
 
 LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+    yield from serve_chat_upstream()
 
 
 @pytest.fixture(scope="module")
 def gw(start_module_gateway, upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("surrogates") / "relay.toml"
-    digest = hashlib.sha256(LIMITED.encode()).hexdigest()
-    path.write_text(
-        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
-        'models = ["gpt-*"]\npassthrough = true\n\n'
-        f'[keys.limited]\nhash = "sha256:{digest}"\nmodels = ["gpt-test"]\n'
+    path = passthrough_config(
+        tmp_path_factory.mktemp("surrogates"), upstream, limited=(LIMITED, ["gpt-test"])
     )
     return start_module_gateway(
         {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"}
