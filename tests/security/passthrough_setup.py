@@ -4,10 +4,13 @@ behind named keys."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.conftest import API_KEY, Gateway
 from tests.fakes.openai_upstream import FakeOpenAI
+
+LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
 
 
 def serve_chat_upstream() -> Iterator[FakeOpenAI]:
@@ -33,3 +36,11 @@ def passthrough_config(
     path = directory / "relay.toml"
     path.write_text(text)
     return path
+
+
+def limited_gateway(
+    start: Callable[..., Gateway], upstream: FakeOpenAI, directory: Path
+) -> Gateway:
+    """A gateway with the upstream, API_KEY for every model and LIMITED for gpt-test only."""
+    path = passthrough_config(directory, upstream, limited=(LIMITED, ["gpt-test"]))
+    return start({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"})

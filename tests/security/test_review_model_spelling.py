@@ -14,10 +14,7 @@ import json
 import pytest
 import requests
 
-from tests.conftest import API_KEY
-from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
-
-LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
+from tests.security.passthrough_setup import LIMITED, limited_gateway, serve_chat_upstream
 
 
 def go_fold(name: str) -> str:
@@ -31,12 +28,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def gw(start_module_gateway, upstream, tmp_path_factory):
-    path = passthrough_config(
-        tmp_path_factory.mktemp("spelling"), upstream, limited=(LIMITED, ["gpt-test"])
-    )
-    return start_module_gateway(
-        {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"}
-    )
+    return limited_gateway(start_module_gateway, upstream, tmp_path_factory.mktemp("spelling"))
 
 
 def _model_spellings_seen(upstream) -> list[str]:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.conftest import API_KEY
-from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
-
-LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
+from tests.security.passthrough_setup import LIMITED, limited_gateway, serve_chat_upstream
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +22,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def gw(start_module_gateway, upstream, tmp_path_factory):
-    path = passthrough_config(
-        tmp_path_factory.mktemp("aliases"), upstream, limited=(LIMITED, ["gpt-test"])
-    )
-    return start_module_gateway(
-        {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"}
-    )
+    return limited_gateway(start_module_gateway, upstream, tmp_path_factory.mktemp("aliases"))
 
 
 @pytest.mark.parametrize(
