@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
-ensure_venv requirements-dev.txt
+ensure_command cmake cmake
+ensure_command c++ g++
+ensure_venv requirements-dev.txt requirements-build-once.txt
 ensure_command wrk wrk
 .venv/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 if [ ! -x .bench/litellm/bin/litellm ]; then

@@ -1,7 +1,12 @@
-# Shared by serve.sh and test.sh: make sure .venv exists and holds the pinned requirements.
-# Re-installs only when the requirements file changed since the last install.
+# Shared by serve.sh and test.sh: make sure .venv exists and holds the locked requirements.
+# ensure_venv LOCK [BUILD_ONCE...]: LOCK is a compiled lock (requirements.txt or
+# requirements-dev.txt, every package pinned with hashes) and installs hash-checked; each
+# BUILD_ONCE file then adds packages built here from source, which no PyPI hash can match, without
+# their dependencies (the lock already pins those).
+# Re-installs only when a requirements file changed since the last install.
 ensure_venv() {
   local requirements="$1"
+  shift
   if [ ! -x .venv/bin/python ]; then
     if ! python3 -m venv .venv 2>/dev/null; then
       # Debian ships venv separately; install it when we are allowed to.
@@ -15,19 +20,25 @@ ensure_venv() {
       python3 -m venv .venv
     fi
   fi
+  # Every caller of requirements-dev.txt passes requirements-build-once.txt with it, so the stamp
+  # is named after the lock alone.
   local stamp=".venv/.installed-$(basename "$requirements")"
   local want
   want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
-  # The test requirements include the app's (-r requirements.txt): installed, they cover both.
+  # The test lock includes the app's (-r requirements.in, the same pins): installed, it covers both.
   local dev_stamp=".venv/.installed-requirements-dev.txt"
   if [ -f "$dev_stamp" ] && [ "$(cat "$dev_stamp")" = "$want" ]; then
     return 0
   fi
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    local wheels
-    wheels=$(build_once_wheels "$requirements")
-    PIP_FIND_LINKS="${PIP_FIND_LINKS:+$PIP_FIND_LINKS }$wheels" \
-      .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes \
+      -r "$requirements"
+    local extra wheels
+    for extra in "$@"; do
+      wheels=$(build_once_wheels "$extra")
+      PIP_FIND_LINKS="${PIP_FIND_LINKS:+$PIP_FIND_LINKS }$wheels" \
+        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r "$extra"
+    done
     echo "$want" > "$stamp"
   fi
 }

@@ -7,7 +7,7 @@ source scripts/_env.sh
 # llama-cpp-python (the real upstream of tests/real) compiles llama.cpp once per machine.
 ensure_command cmake cmake
 ensure_command c++ g++
-ensure_venv requirements-dev.txt
+ensure_venv requirements-dev.txt requirements-build-once.txt
 # The Redis tests start real redis-server processes.
 ensure_command redis-server redis-server
 # The official openai Node SDK is the second client of the end-to-end tests.

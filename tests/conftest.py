@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -11,11 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import openai
 import pytest
 import redis
 import requests
+from loguru import logger
 
 from tests.fakes.dify import FakeDify
 from tests.fakes.ollama import FakeOllama
@@ -132,11 +136,10 @@ def fake_openai_responses() -> Iterator[FakeOpenAI]:
     fake.close()
 
 
-@pytest.fixture(scope="session")
-def start_gateway(
+def _gateway_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Gateway]]:
-    """Start a gateway with extra environment; every one started is stopped at the end."""
+    """A gateway starter whose gateways all stop when the owning fixture's scope ends."""
     started: list[Gateway] = []
 
     def start(env: dict[str, str] | None = None, wait: bool = True, **kw: object) -> Gateway:
@@ -145,17 +148,81 @@ def start_gateway(
         started.append(gw)
         return gw.wait_ready() if wait else gw
 
-    yield start
-    for gw in started:
-        gw.stop()
+    try:
+        yield start
+    finally:
+        for gw in started:
+            gw.stop()
+
+
+# One starter per scope, so a gateway lives only as long as the fixture or test that started it
+# (a session-wide starter kept every gateway of the run alive at once). Tests and function-scoped
+# fixtures use start_gateway, module-scoped fixtures start_module_gateway, session-scoped ones
+# start_session_gateway; pytest refuses a wider-scoped fixture that asks for a narrower starter.
+
+
+@pytest.fixture
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway with extra environment; it stops when the test ends."""
+    yield from _gateway_factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway for a module-scoped fixture; it stops when the module's tests are done."""
+    yield from _gateway_factory(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
+def start_session_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway shared by the whole run; it stops when the session ends."""
+    yield from _gateway_factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gateway(start_session_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
     """The shared gateway: one key, Ollama at the fake, no reply cache (tests script replies)."""
-    return start_gateway(
+    return start_session_gateway(
         {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
     )
+
+
+class InProcessApp:
+    """Relay built in this process by create_app, driven by Flask's test client.
+
+    For configuration-variant tests that need no real process: no gunicorn, no gevent, no port.
+    Streaming, cancellation, backpressure and start-up refusals stay under a real Gateway.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, **overrides: object) -> None:
+        from app import create_app  # imported only by the tests that build the app here
+
+        # The same clean environment a Gateway process gets, for as long as the app is built;
+        # overrides are settings fields given straight to create_app.
+        clean = {"PATH": os.environ.get("PATH", ""), "RELAY_ENV_FILE": "", "HOST": "127.0.0.1"}
+        self._log = io.StringIO()
+        with (
+            mock.patch.dict(os.environ, {**clean, **(env or {})}, clear=True),
+            contextlib.redirect_stderr(self._log),  # configure_logging's sink writes here
+        ):
+            self.app = create_app(overrides)
+        self.client = self.app.test_client()
+
+    def logs(self) -> str:
+        return self._log.getvalue()
+
+
+@pytest.fixture
+def app_client() -> Iterator[Callable[..., InProcessApp]]:
+    """Build Relay in-process with extra environment (like start_gateway, without gunicorn)."""
+    yield InProcessApp
+    # create_app configured loguru for Relay; give the rest of the run loguru's default sink.
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 @pytest.fixture
@@ -221,3 +288,18 @@ def write_config(path: Path, text: str) -> str:
     """Write a RELAY_CONFIG file for a test gateway and return its path."""
     path.write_text(text)
     return str(path)
+
+
+# --- markers for the groups that need extra system packages ----------------------------------
+
+# A test that uses one of these fixtures needs the system package behind it; it gets the marker
+# so a contributor without the package can deselect the group (`-m "not nginx and not redis"`).
+# Tests that call a program directly (chromium, node, systemd-analyze) carry their marker inline.
+FIXTURE_MARKERS = {"nginx": "nginx", "redis_server": "redis", "s3_server": "s3"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

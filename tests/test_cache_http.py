@@ -24,13 +24,13 @@ def chats(fake: FakeOllama) -> int:
 
 
 @pytest.fixture(scope="module")
-def cached(start_gateway, fake_ollama):
+def cached(start_module_gateway, fake_ollama):
     env = {
         "OLLAMA_BASE_URL": fake_ollama.url,
         "RELAY_API_KEYS": f"{API_KEY},{OTHER_KEY}",
         "LOG_LEVEL": "debug",
     }
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 def post(gw, body: object, key: str = API_KEY, **headers: str) -> requests.Response:

@@ -21,7 +21,7 @@ def dify(fake_dify: FakeDify) -> FakeDify:
 
 
 @pytest.fixture(scope="module")
-def sdk(start_gateway, fake_dify, tmp_path_factory):
+def sdk(start_module_gateway, fake_dify, tmp_path_factory):
     config = tmp_path_factory.mktemp("dify") / "relay.toml"
     config.write_text(
         "[backends.dify]\n"
@@ -30,7 +30,7 @@ def sdk(start_gateway, fake_dify, tmp_path_factory):
         '[backends.dify.apps.writer]\nkey_env = "WRITER_KEY"\n'
         '[backends.dify.apps.chatbot]\nkey_env = "CHAT_KEY"\n'
     )
-    gw = start_gateway(
+    gw = start_module_gateway(
         {
             "RELAY_CONFIG": str(config),
             "RELAY_API_KEYS": API_KEY,

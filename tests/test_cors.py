@@ -16,8 +16,8 @@ PREFLIGHT = {
 
 
 @pytest.fixture(scope="module")
-def cors_gateway(start_gateway, fake_ollama):
-    return start_gateway(
+def cors_gateway(start_module_gateway, fake_ollama):
+    return start_module_gateway(
         {
             "OLLAMA_BASE_URL": fake_ollama.url,
             "RELAY_API_KEYS": API_KEY,

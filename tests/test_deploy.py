@@ -34,42 +34,21 @@ def site_config(gateway_port: int, http_port: int, https_port: int, cert: Path, 
     return text
 
 
-@pytest.fixture(scope="module")
-def nginx(start_gateway, fake_ollama, tmp_path_factory):
-    """nginx from Debian's package with the shipped site, before a real gateway."""
-    assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
-    root = tmp_path_factory.mktemp("nginx")
-    gateway = start_gateway(
-        {
-            "OLLAMA_BASE_URL": fake_ollama.url,
-            "RELAY_TRUSTED_PROXIES": "127.0.0.1",
-            "RELAY_API_KEYS": API_KEY,
-            "RELAY_UNAUTHENTICATED_PER_MINUTE": "3",
-        }
-    )
+def self_signed_certificate(root: Path) -> tuple[Path, Path]:
+    """A certificate and key for relay.example.com, for nginx's TLS server."""
     cert, key = root / "cert.pem", root / "key.pem"
     subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=relay.example.com",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=relay.example.com", "-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
     )
-    https_port = free_port()
-    (root / "site.conf").write_text(site_config(gateway.port, free_port(), https_port, cert, key))
+    return cert, key
+
+
+def start_nginx(root: Path, site: str) -> subprocess.Popen[bytes]:
+    """nginx in the foreground with `site` as its only server configuration, files under root."""
+    (root / "site.conf").write_text(site)
     (root / "nginx.conf").write_text(
         f"""
 user root;
@@ -93,7 +72,25 @@ http {{
         ["nginx", "-t", "-c", str(root / "nginx.conf")], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
+    return subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def nginx(start_module_gateway, fake_ollama, tmp_path_factory):
+    """nginx from Debian's package with the shipped site, before a real gateway."""
+    assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
+    root = tmp_path_factory.mktemp("nginx")
+    gateway = start_module_gateway(
+        {
+            "OLLAMA_BASE_URL": fake_ollama.url,
+            "RELAY_TRUSTED_PROXIES": "127.0.0.1",
+            "RELAY_API_KEYS": API_KEY,
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "3",
+        }
+    )
+    cert, key = self_signed_certificate(root)
+    https_port = free_port()
+    proc = start_nginx(root, site_config(gateway.port, free_port(), https_port, cert, key))
 
     def connect(source: str = CLIENT_ADDRESS) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cafile=str(cert))
@@ -213,6 +210,7 @@ def test_oversized_body_is_refused_by_nginx(nginx):
     conn.close()
 
 
+@pytest.mark.systemd
 def test_unit_file_passes_systemd_analyze_verify(tmp_path):
     assert shutil.which("systemd-analyze"), "systemd-analyze is installed by scripts/test.sh"
     unit = (DEPLOY / "relay.service").read_text()

@@ -51,11 +51,11 @@ def dify_config(tmp_path, url: str, **backend: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def dify_gateway(start_gateway, fake_dify, tmp_path_factory):
+def dify_gateway(start_module_gateway, fake_dify, tmp_path_factory):
     config = dify_config(tmp_path_factory.mktemp("dify"), fake_dify.url, allow_caller_keys="true")
     env = {"RELAY_CONFIG": config, "RELAY_API_KEYS": API_KEY}
     env.update({ENV_NAMES[app]: key for app, (key, _mode) in KEYS.items()})
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def resetting() -> Iterator[RawUpstream]:
 
 
 @pytest.fixture(scope="module")
-def fgw(start_gateway, upstream_fake, resetting, tmp_path_factory) -> Gateway:
+def fgw(start_module_gateway, upstream_fake, resetting, tmp_path_factory) -> Gateway:
     config = tmp_path_factory.mktemp("faults") / "relay.toml"
     config.write_text(
         f"""
@@ -79,7 +79,7 @@ models = ["*"]
         "RELAY_CACHE_TTL": "0",  # every request must reach the upstream
         "LOG_LEVEL": "warn",
     }
-    return start_gateway(env)  # type: ignore[no-any-return]
+    return start_module_gateway(env)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

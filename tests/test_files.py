@@ -62,7 +62,7 @@ def files_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_gateway(start_gateway, fake_dify, files_dir, web, tmp_path_factory):
+def local_gateway(start_module_gateway, fake_dify, files_dir, web, tmp_path_factory):
     env = dify_env(
         tmp_path_factory.mktemp("cfg"),
         fake_dify.url,
@@ -70,7 +70,7 @@ def local_gateway(start_gateway, fake_dify, files_dir, web, tmp_path_factory):
         RELAY_FILES_DIR=str(files_dir),
         RELAY_FILES_MAX_BYTES="1024",
     )
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 def sdk_for(gateway, **headers: str) -> openai.OpenAI:

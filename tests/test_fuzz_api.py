@@ -36,8 +36,8 @@ def any_ollama() -> Iterator[AnyModelOllama]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_gateway(start_gateway, any_ollama: AnyModelOllama) -> Gateway:
-    return start_gateway(  # type: ignore[no-any-return]
+def fuzz_gateway(start_module_gateway, any_ollama: AnyModelOllama) -> Gateway:
+    return start_module_gateway(  # type: ignore[no-any-return]
         {
             "OLLAMA_BASE_URL": any_ollama.url,
             "RELAY_API_KEYS": API_KEY,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 import requests
 
 from tests.conftest import API_KEY, free_port
@@ -21,8 +22,8 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, fake_ollama, ollama):
-    gw = start_gateway(
+def test_service_page_json_names_backends_models_and_no_secrets(app_client, fake_ollama, ollama):
+    relay = app_client(  # the page is settings and backends: no gunicorn needed
         {
             "OLLAMA_BASE_URL": fake_ollama.url,
             "RELAY_API_KEYS": API_KEY,
@@ -30,7 +31,7 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
         }
     )
     keyed = {"Authorization": f"Bearer {API_KEY}"}  # models are shown to key holders only
-    info = requests.get(gw.url + "/", headers=keyed).json()
+    info = relay.client.get("/", headers=keyed).json
     assert info["name"] == "Relay" and info["version"] and info["status"] == "ok"
     [backend] = info["backends"]
     assert backend == {
@@ -42,12 +43,13 @@ def test_service_page_json_names_backends_models_and_no_secrets(start_gateway, f
     assert {"method": "POST", "path": "/v1/chat/completions"}.items() <= info["endpoints"][
         0
     ].items()
-    text = requests.get(gw.url + "/", headers=keyed).text
+    text = relay.client.get("/", headers=keyed).text
     assert (
         API_KEY not in text and "metrics-secret-token" not in text and fake_ollama.url not in text
     )
 
 
+@pytest.mark.browser
 def test_service_page_html_in_headless_chromium(start_gateway, fake_ollama, ollama, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "chromium is installed by scripts/test.sh"

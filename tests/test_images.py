@@ -87,7 +87,7 @@ def dify(fake_dify):
 
 
 @pytest.fixture(scope="module")
-def images_gateway(start_gateway, upstream, fake_dify, fake_ollama, tmp_path_factory):
+def images_gateway(start_module_gateway, upstream, fake_dify, fake_ollama, tmp_path_factory):
     config = tmp_path_factory.mktemp("images") / "relay.toml"
     config.write_text(
         f"""
@@ -123,7 +123,7 @@ key_env = "CHATBOT_KEY"
         "PAINTER_KEY": "app-painter-key",
         "CHATBOT_KEY": "app-chat-key",
     }
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 @pytest.fixture

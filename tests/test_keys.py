@@ -29,7 +29,7 @@ def sha(secret: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def keyed(start_gateway, fake_ollama, tmp_path_factory):
+def keyed(start_module_gateway, fake_ollama, tmp_path_factory):
     path = write_config(
         tmp_path_factory.mktemp("keys") / "relay.toml",
         f"""
@@ -55,7 +55,7 @@ enabled = false
         "RELAY_TEST_BOB_KEY": BOB,
         "RELAY_CACHE_TTL": "0",
     }
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 def sdk(gateway, key: str) -> openai.OpenAI:

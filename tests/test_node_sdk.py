@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from tests.conftest import API_KEY, ROOT
 from tests.fakes.ollama import FakeOllama
 
 NODE_DIR = ROOT / "tests" / "node"
 
 
+@pytest.mark.node
 def test_node_sdk_chat_stream_and_responses(gateway, ollama: FakeOllama):
     assert shutil.which("node"), "node is installed by scripts/test.sh"
     assert (NODE_DIR / "node_modules" / "openai").is_dir(), "npm ci runs in scripts/test.sh"

@@ -102,7 +102,7 @@ def webui_body(model: str, **more: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def webui_gateway(start_gateway, fake_ollama, fake_openai_chat, tmp_path_factory):
+def webui_gateway(start_module_gateway, fake_ollama, fake_openai_chat, tmp_path_factory):
     config = tmp_path_factory.mktemp("webui") / "relay.toml"
     config.write_text(
         f"""
@@ -118,7 +118,7 @@ models = ["*"]
 """
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 def post(gw, body: dict[str, Any], path: str = "/v1/chat/completions") -> requests.Response:

@@ -36,7 +36,7 @@ def resp_up(fake_openai_responses):
 
 
 @pytest.fixture(scope="module")
-def compat_gateway(start_gateway, chat_up, resp_up, tmp_path_factory):
+def compat_gateway(start_module_gateway, chat_up, resp_up, tmp_path_factory):
     config = tmp_path_factory.mktemp("compat") / "relay.toml"
     config.write_text(
         f"""
@@ -66,7 +66,7 @@ models = ["gone-*"]
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "CHATUP_KEY": UPSTREAM_KEY}
     env["RELAY_CACHE_TTL"] = "0"  # the tests script different replies to the same request
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 @pytest.fixture

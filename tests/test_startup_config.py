@@ -89,21 +89,19 @@ def test_exposure_rules():
     assert config.check_exposure(keyed, ["0.0.0.0"]) is None
 
 
-def test_dotenv_file_and_ollama_api_alias(start_gateway, fake_ollama, ollama, tmp_path):
+def test_dotenv_file_and_ollama_api_alias(app_client, fake_ollama, ollama, tmp_path):
     dotenv = tmp_path / "relay.env"
     dotenv.write_text(f"OLLAMA_API={fake_ollama.url}\nRELAY_API_KEYS=sk-from-dotenv-1,{API_KEY}\n")
-    gw = start_gateway({"RELAY_ENV_FILE": str(dotenv)})
-    url = gw.url + "/v1/chat/completions"
+    relay = app_client({"RELAY_ENV_FILE": str(dotenv)}).client  # settings only: no gunicorn
+    url = "/v1/chat/completions"
     body = {"model": "llama3.2", "messages": USER}
-    assert requests.post(url, json=body).status_code == 401
-    ok = requests.post(url, json=body, headers={"Authorization": "Bearer sk-from-dotenv-1"})
+    assert relay.post(url, json=body).status_code == 401
+    ok = relay.post(url, json=body, headers={"Authorization": "Bearer sk-from-dotenv-1"})
     assert ok.status_code == 200
     assert ollama.last().body["model"] == "llama3.2"
 
 
-def test_config_file_routes_models_to_backends_by_glob(
-    start_gateway, fake_ollama, ollama, tmp_path
-):
+def test_config_file_routes_models_to_backends_by_glob(app_client, fake_ollama, ollama, tmp_path):
     toml = tmp_path / "relay.toml"
     toml.write_text(
         f"""
@@ -122,14 +120,14 @@ models = ["*"]
 connect_timeout = 0.5
 """
     )
-    gw = start_gateway({"RELAY_CONFIG": str(toml)})
-    url = gw.url + "/v1/chat/completions"
-    first = requests.post(url, json={"model": "llama3.2", "messages": USER})
+    relay = app_client({"RELAY_CONFIG": str(toml)})  # routing is configuration: no gunicorn
+    url = "/v1/chat/completions"
+    first = relay.client.post(url, json={"model": "llama3.2", "messages": USER})
     assert first.status_code == 200
-    other = requests.post(url, json={"model": "qwen3:8b", "messages": USER})
+    other = relay.client.post(url, json={"model": "qwen3:8b", "messages": USER})
     assert other.status_code == 503
-    assert "Ollama backend 'spare'" in other.json()["error"]["message"]
-    models = requests.get(gw.url + "/v1/models").json()["data"]
+    assert "Ollama backend 'spare'" in other.json["error"]["message"]
+    models = relay.client.get("/v1/models").json["data"]
     assert [m["id"] for m in models] == ["llama3.2:latest"]
     assert all(m["owned_by"] == "gpu" for m in models)
-    assert "[DEBUG]" in gw.logs()
+    assert "[DEBUG]" in relay.logs()

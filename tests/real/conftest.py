@@ -110,13 +110,13 @@ models = ["*"]
 
 
 @pytest.fixture(scope="session")
-def real_gateway(start_gateway, llama: LlamaServer, tmp_path_factory) -> Gateway:
+def real_gateway(start_session_gateway, llama: LlamaServer, tmp_path_factory) -> Gateway:
     """Relay with llama.cpp's server as its only backend; no reply cache, no limits."""
     config = tmp_path_factory.mktemp("real") / "relay.toml"
     # The server knows only max_tokens: a limit given as max_completion_tokens goes as that.
     config.write_text(relay_config(llama, 'max_tokens_field = "max_tokens"'))
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
-    return start_gateway(env)
+    return start_session_gateway(env)
 
 
 @pytest.fixture

@@ -150,17 +150,21 @@ def gateway_with(start_gateway, llama, tmp_path_factory, **env: str):
 
 
 @pytest.fixture(scope="module")
-def limited_gateway(start_gateway, llama, tmp_path_factory):
+def limited_gateway(start_module_gateway, llama, tmp_path_factory):
     """A tokens-per-minute limit of 100; the default max_tokens_field."""
     return gateway_with(
-        start_gateway, llama, tmp_path_factory, RELAY_TOKENS_PER_MINUTE="100", RELAY_CACHE_TTL="0"
+        start_module_gateway,
+        llama,
+        tmp_path_factory,
+        RELAY_TOKENS_PER_MINUTE="100",
+        RELAY_CACHE_TTL="0",
     )
 
 
 @pytest.fixture(scope="module")
-def cached_gateway(start_gateway, llama, tmp_path_factory):
+def cached_gateway(start_module_gateway, llama, tmp_path_factory):
     """The reply cache on."""
-    return gateway_with(start_gateway, llama, tmp_path_factory, RELAY_CACHE_TTL="300")
+    return gateway_with(start_module_gateway, llama, tmp_path_factory, RELAY_CACHE_TTL="300")
 
 
 def test_streams_are_charged_to_the_token_limit(limited_gateway):

@@ -39,14 +39,14 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def gateway(start_gateway, fake_ollama, upstream, tmp_path_factory):
+def gateway(start_module_gateway, fake_ollama, upstream, tmp_path_factory):
     config = tmp_path_factory.mktemp("bodies") / "relay.toml"
     config.write_text(
         f'[backends.ollama]\ntype = "ollama"\nurl = "{fake_ollama.url}"\nmodels = ["llama*"]\n'
         f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nmodels = ["gpt-*"]\n'
         "passthrough = true\n"
     )
-    return start_gateway(
+    return start_module_gateway(
         {
             "RELAY_CONFIG": str(config),
             "RELAY_API_KEYS": f"{SLOW_KEY},{OTHER_KEY}",

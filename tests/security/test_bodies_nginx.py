@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import requests
 
 from tests.conftest import API_KEY, free_port, wait_until
 from tests.fakes.dify import FakeDify
-from tests.test_deploy import site_config
+from tests.test_deploy import self_signed_certificate, site_config, start_nginx
 
 CHAT_KEY = "app-bodies-chat-key"
 SIGNED = "?timestamp=1&nonce=n&sign=s3cr3t-signature"
@@ -57,47 +56,17 @@ def dify(fake_dify: FakeDify) -> FakeDify:
 
 
 @pytest.fixture(scope="module")
-def nginx(start_gateway, fake_dify, tmp_path_factory):
+def nginx(start_module_gateway, fake_dify, tmp_path_factory):
     """nginx with the shipped site before a gateway that keeps Dify's files."""
     assert shutil.which("nginx"), "nginx is installed by scripts/test.sh"
     root = tmp_path_factory.mktemp("nginx-bodies")
-    gateway = start_gateway(dify_env(root, fake_dify.url))
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=relay.example.com", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    gateway = start_module_gateway(dify_env(root, fake_dify.url))
+    cert, key = self_signed_certificate(root)
     https_port = free_port()
     site = site_config(gateway.port, free_port(), https_port, cert, key)
     assert SHIPPED_BODY_TIMEOUT in site  # the shipped site bounds slow bodies
     site = site.replace(SHIPPED_BODY_TIMEOUT, f"client_body_timeout {BODY_TIMEOUT}s;")
-    (root / "site.conf").write_text(site)
-    (root / "nginx.conf").write_text(
-        f"""
-user root;
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {root}/site.conf;
-}}
-"""
-    )
-    check = subprocess.run(
-        ["nginx", "-t", "-c", str(root / "nginx.conf")], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
+    proc = start_nginx(root, site)
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
 

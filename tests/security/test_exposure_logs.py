@@ -37,9 +37,9 @@ LINE_ENDS = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, fake_ollama, tmp_path_factory):
+def gw(start_module_gateway, fake_ollama, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
-    gateway = start_gateway(
+    gateway = start_module_gateway(
         {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": KEY, "RELAY_LOG_DIR": str(logs)}
     )
     gateway.log_dir = logs

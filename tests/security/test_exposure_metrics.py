@@ -25,7 +25,7 @@ USER = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, fake_ollama, tmp_path_factory):
+def gw(start_module_gateway, fake_ollama, tmp_path_factory):
     digest, bob = (hashlib.sha256(k.encode()).hexdigest() for k in (ALICE, BOB))
     config = write_config(
         tmp_path_factory.mktemp("metrics") / "relay.toml",
@@ -34,7 +34,7 @@ def gw(start_gateway, fake_ollama, tmp_path_factory):
         f'[keys.alice]\nhash = "sha256:{digest}"\nmodels = ["llama*"]\n'
         f'[keys.bob]\nhash = "sha256:{bob}"\n',
     )
-    return start_gateway(
+    return start_module_gateway(
         {
             "RELAY_CONFIG": config,
             "RELAY_CACHE_TTL": "0",
@@ -106,7 +106,9 @@ def test_made_up_model_names_never_become_labels(gw, ollama):
     wait_until(lambda: 'model="llama3.2"' in scraped())  # a real, routed name is still a label
     text = scraped()
     assert not [m for m in markers if m in text]
-    assert len(text) < baseline + 40_000, len(text)  # the label sets, not the names
+    # The label sets grow with routes, statuses and metrics, not with the names: a single leaked
+    # 20 KB name (of the 84 sent) would pass this bound on its own many times over.
+    assert len(text) < baseline + 100_000, len(text)
     models = {
         s.labels["model"]
         for family in text_string_to_metric_families(text)

@@ -47,7 +47,7 @@ def files_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dify_gateway(start_gateway, fake_dify, files_host, files_dir, tmp_path_factory):
+def dify_gateway(start_module_gateway, fake_dify, files_host, files_dir, tmp_path_factory):
     config = tmp_path_factory.mktemp("fetch-cfg") / "relay.toml"
     config.write_text(
         f'[backends.dify]\ntype = "dify"\nurl = "{fake_dify.url}/v1"\n'
@@ -62,7 +62,7 @@ def dify_gateway(start_gateway, fake_dify, files_host, files_dir, tmp_path_facto
         "FLOW_KEY": FLOW_KEY,
         "RELAY_FILES_DIR": str(files_dir),
     }
-    return start_gateway(env)
+    return start_module_gateway(env)
 
 
 @pytest.fixture
@@ -247,13 +247,13 @@ def image_upstream():
 
 
 @pytest.fixture(scope="module")
-def openai_gateway(start_gateway, image_upstream, tmp_path_factory):
+def openai_gateway(start_module_gateway, image_upstream, tmp_path_factory):
     config = tmp_path_factory.mktemp("fetch-openai") / "relay.toml"
     config.write_text(
         f'[backends.pictures]\ntype = "openai"\nurl = "{image_upstream.url}/v1"\n'
         'models = ["img-*"]\n'
     )
-    return start_gateway({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY})
+    return start_module_gateway({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY})
 
 
 def test_openai_compat_images_come_only_from_its_own_origin_or_public_hosts(

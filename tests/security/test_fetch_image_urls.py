@@ -36,13 +36,13 @@ def gateway_env(fake_ollama, allow_private: bool) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def strict_gateway(start_gateway, fake_ollama):
-    return start_gateway(gateway_env(fake_ollama, allow_private=False))
+def strict_gateway(start_module_gateway, fake_ollama):
+    return start_module_gateway(gateway_env(fake_ollama, allow_private=False))
 
 
 @pytest.fixture(scope="module")
-def private_gateway(start_gateway, fake_ollama):
-    return start_gateway(gateway_env(fake_ollama, allow_private=True))
+def private_gateway(start_module_gateway, fake_ollama):
+    return start_module_gateway(gateway_env(fake_ollama, allow_private=True))
 
 
 def chat(gateway, url: str) -> requests.Response:

@@ -28,8 +28,8 @@ def cache_env(fake: FakeOllama, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small_cache(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
-    return start_gateway(cache_env(fake_ollama))
+def small_cache(start_module_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
+    return start_module_gateway(cache_env(fake_ollama))
 
 
 def ask(gw: Gateway, question: str) -> requests.Response:

@@ -38,8 +38,8 @@ def env_for(fake: FakeOllama, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def budgeted(start_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
-    return start_gateway(env_for(fake_ollama))
+def budgeted(start_module_gateway: Callable[..., Gateway], fake_ollama: FakeOllama) -> Gateway:
+    return start_module_gateway(env_for(fake_ollama))
 
 
 def create(gw: Gateway, key: str, **body: object) -> requests.Response:

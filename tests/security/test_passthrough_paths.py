@@ -37,20 +37,20 @@ def _config(tmp_path_factory, upstream, extra: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
+def gw(start_module_gateway, upstream, tmp_path_factory):
     config = _config(tmp_path_factory, upstream)
-    return start_gateway(
+    return start_module_gateway(
         {"RELAY_CONFIG": config, "RELAY_API_KEYS": API_KEY, "UP_KEY": UPSTREAM_KEY}
     )
 
 
 @pytest.fixture(scope="module")
-def gw_listed(start_gateway, upstream, tmp_path_factory):
+def gw_listed(start_module_gateway, upstream, tmp_path_factory):
     """Pass-through limited by the operator to audio and moderations."""
     config = _config(
         tmp_path_factory, upstream, 'passthrough_paths = ["audio/*", "/moderations"]\n'
     )
-    return start_gateway(
+    return start_module_gateway(
         {"RELAY_CONFIG": config, "RELAY_API_KEYS": API_KEY, "UP_KEY": UPSTREAM_KEY}
     )
 

@@ -54,13 +54,13 @@ def _start(start_gateway, upstream, tmp_path_factory, auth: str):
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
-    return _start(start_gateway, upstream, tmp_path_factory, "gateway")
+def gw(start_module_gateway, upstream, tmp_path_factory):
+    return _start(start_module_gateway, upstream, tmp_path_factory, "gateway")
 
 
 @pytest.fixture(scope="module")
-def gw_caller(start_gateway, upstream, tmp_path_factory):
-    return _start(start_gateway, upstream, tmp_path_factory, "caller")
+def gw_caller(start_module_gateway, upstream, tmp_path_factory):
+    return _start(start_module_gateway, upstream, tmp_path_factory, "caller")
 
 
 def relay_keys_seen(upstream) -> list[str]:

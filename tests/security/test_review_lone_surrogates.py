@@ -7,35 +7,23 @@ answer must be a well-formed JSON envelope."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 import requests
 
 from tests.conftest import API_KEY
-from tests.fakes.openai_upstream import FakeOpenAI
-
-LIMITED = "sk-relay-limited-key-0002"  # may use gpt-test only
+from tests.security.passthrough_setup import LIMITED, limited_gateway, serve_chat_upstream
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+    yield from serve_chat_upstream()
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("surrogates") / "relay.toml"
-    digest = hashlib.sha256(LIMITED.encode()).hexdigest()
-    path.write_text(
-        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
-        'models = ["gpt-*"]\npassthrough = true\n\n'
-        f'[keys.limited]\nhash = "sha256:{digest}"\nmodels = ["gpt-test"]\n'
-    )
-    return start_gateway({"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up"})
+def gw(start_module_gateway, upstream, tmp_path_factory):
+    return limited_gateway(start_module_gateway, upstream, tmp_path_factory.mktemp("surrogates"))
 
 
 def _post(gw, path: str, body: str, key: str = LIMITED, stream: bool = False):

@@ -10,26 +10,20 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
 
 MAX_MODEL_LABELS = 100  # services/metrics.py
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+    yield from serve_chat_upstream()
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("labels") / "relay.toml"
-    path.write_text(
-        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
-        'models = ["gpt-*"]\npassthrough = true\n'
-    )
-    return start_gateway(
+def gw(start_module_gateway, upstream, tmp_path_factory):
+    path = passthrough_config(tmp_path_factory.mktemp("labels"), upstream)
+    return start_module_gateway(
         {"RELAY_CONFIG": str(path), "RELAY_API_KEYS": API_KEY, "UP_KEY": "up", "RELAY_WORKERS": "1"}
     )
 

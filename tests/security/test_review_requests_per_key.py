@@ -8,7 +8,6 @@ finding 6 asked for a per-key cap on concurrent connections).
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 
@@ -16,7 +15,8 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY
-from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.openai_upstream import Reply
+from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
 
 OTHER = "sk-review-other-key-0007"
 CAP = 4
@@ -25,21 +25,13 @@ CONNECTIONS = 30
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeOpenAI("chat")
-    yield fake
-    fake.close()
+    yield from serve_chat_upstream()
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("inflight") / "relay.toml"
-    digest = hashlib.sha256(OTHER.encode()).hexdigest()
-    path.write_text(
-        f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\nkey_env = "UP_KEY"\n'
-        'models = ["gpt-*"]\npassthrough = true\n\n'
-        f'[keys.other]\nhash = "sha256:{digest}"\n'
-    )
-    return start_gateway(
+def gw(start_module_gateway, upstream, tmp_path_factory):
+    path = passthrough_config(tmp_path_factory.mktemp("inflight"), upstream, other=(OTHER, None))
+    return start_module_gateway(
         {
             "RELAY_CONFIG": str(path),
             "RELAY_API_KEYS": API_KEY,

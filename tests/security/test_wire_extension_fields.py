@@ -125,7 +125,7 @@ DIFY_APPS = {
 
 
 @pytest.fixture(scope="module")
-def dify_gateway(start_gateway, fake_dify: FakeDify, tmp_path_factory) -> Gateway:
+def dify_gateway(start_module_gateway, fake_dify: FakeDify, tmp_path_factory) -> Gateway:
     lines = ["[backends.dify]", 'type = "dify"', f'url = "{fake_dify.url}/v1"']
     for app in DIFY_APPS:
         lines += [f'[backends.dify.apps."{app}"]', f'key_env = "WIRE_DIFY_{app.upper()}"']
@@ -133,7 +133,7 @@ def dify_gateway(start_gateway, fake_dify: FakeDify, tmp_path_factory) -> Gatewa
     config.write_text("\n".join(lines) + "\n")
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
     env.update({f"WIRE_DIFY_{app.upper()}": key for app, (key, _) in DIFY_APPS.items()})
-    return start_gateway(env)  # type: ignore[no-any-return]
+    return start_module_gateway(env)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def http() -> Iterator[requests.Session]:
 
 
 @pytest.fixture(scope="module")
-def other_gateway(start_gateway, fake_dify, fake_openai_chat, tmp_path_factory) -> Gateway:
+def other_gateway(start_module_gateway, fake_dify, fake_openai_chat, tmp_path_factory) -> Gateway:
     """Dify apps (chat and completion) and a chat-only OpenAI-compatible upstream."""
     config = tmp_path_factory.mktemp("wire-fuzz") / "relay.toml"
     config.write_text(
@@ -121,7 +121,7 @@ def other_gateway(start_gateway, fake_dify, fake_openai_chat, tmp_path_factory) 
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
     env.update({"FUZZ_CHAT": "app-fuzz-chat", "FUZZ_WRITER": "app-fuzz-w"})
-    return start_gateway(env)  # type: ignore[no-any-return]
+    return start_module_gateway(env)  # type: ignore[no-any-return]
 
 
 def fuzz(url: str, http: requests.Session, route: str, model: str) -> None:

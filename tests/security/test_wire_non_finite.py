@@ -194,14 +194,14 @@ def raw_upstream() -> Iterator[RawUpstream]:
 
 
 @pytest.fixture(scope="module")
-def raw_gateway(start_gateway, raw_upstream: RawUpstream, tmp_path_factory) -> Gateway:
+def raw_gateway(start_module_gateway, raw_upstream: RawUpstream, tmp_path_factory) -> Gateway:
     config = tmp_path_factory.mktemp("wire-raw") / "relay.toml"
     config.write_text(
         f'[backends.local]\ntype = "ollama"\nurl = "{raw_upstream.url}"\nmodels = ["llama*"]\n'
         f'[backends.compat]\ntype = "openai"\nurl = "{raw_upstream.url}/v1"\nmodels = ["oa-*"]\n'
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
-    return start_gateway(env)  # type: ignore[no-any-return]
+    return start_module_gateway(env)  # type: ignore[no-any-return]
 
 
 OLLAMA_EMBED = '{"model":"llama3.2","embeddings":[[0.5,%s]],"prompt_eval_count":1}'

@@ -17,14 +17,14 @@ SAID = "I can't help with that."
 
 
 @pytest.fixture(scope="module")
-def chat_gateway(start_gateway, fake_openai_chat: FakeOpenAI, tmp_path_factory) -> Gateway:
+def chat_gateway(start_module_gateway, fake_openai_chat: FakeOpenAI, tmp_path_factory) -> Gateway:
     config = tmp_path_factory.mktemp("wire-refusal") / "relay.toml"
     config.write_text(
         f'[backends.chatup]\ntype = "openai"\nurl = "{fake_openai_chat.url}/v1"\n'
         'models = ["gpt-*"]\n'
     )
     env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
-    return start_gateway(env)  # type: ignore[no-any-return]
+    return start_module_gateway(env)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
