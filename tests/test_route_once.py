@@ -3,8 +3,6 @@ in-process app, with the router itself left to do its work."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from services.router import Router
@@ -23,21 +21,19 @@ REQUESTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def app(fake_ollama):
-    env = pytest.MonkeyPatch()
-    env.setenv("RELAY_ENV_FILE", "")
-    env.setenv("RELAY_CONFIG", "")
-    env.setenv("OLLAMA_BASE_URL", fake_ollama.url)
-    env.setenv("RELAY_API_KEYS", API_KEY)
-    env.setenv("RELAY_CACHE_TTL", "0")
-    from app import create_app
+@pytest.fixture
+def relay(app_client, fake_ollama):
+    def build(keepalive: float):
+        env = {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY}
+        built = app_client({**env, "RELAY_CACHE_TTL": "0"}, keepalive_seconds=keepalive)
+        apps.append(built.app)
+        return built
 
-    app = create_app()
-    yield app
-    env.undo()
-    for backend in app.extensions["relay"].router.backends:
-        backend.session.close()  # its pooled connections to the fake upstream
+    apps: list = []
+    yield build
+    for app in apps:
+        for backend in app.extensions["relay"].router.backends:
+            backend.session.close()  # its pooled connections to the fake upstream
 
 
 @pytest.fixture
@@ -55,34 +51,26 @@ def resolved(monkeypatch):
 
 @pytest.mark.parametrize(("path", "body"), REQUESTS)
 @pytest.mark.parametrize("keepalive", [0.0, 15.0])
-def test_the_route_is_resolved_once_per_request(app, ollama, resolved, path, body, keepalive):
-    gw = app.extensions["relay"]
-    settings = gw.settings
-    gw.settings = dataclasses.replace(settings, keepalive_seconds=keepalive)
-    try:
-        reply = app.test_client().post(path, json=body, headers=AUTH)
-        assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
-        reply.get_data()  # a stream runs to its end
-        reply.close()
-    finally:
-        gw.settings = settings
+def test_the_route_is_resolved_once_per_request(relay, ollama, resolved, path, body, keepalive):
+    client = relay(keepalive).client
+    resolved.clear()  # building the app may look routes up; requests are counted
+    reply = client.post(path, json=body, headers=AUTH)
+    assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
+    reply.get_data()  # a stream runs to its end
+    reply.close()
     assert resolved == ["llama3.2"]
 
 
-def test_a_queued_stream_resolves_once_and_names_its_backend(app, ollama, resolved):
-    # Started later than the keep-alive interval: the access record still names the backend
-    # from the one resolution, instead of resolving again.
+def test_a_queued_stream_resolves_once_and_names_its_backend(relay, ollama, resolved):
+    # Started later than the keep-alive interval: the access record names the backend from the
+    # one resolution, instead of resolving again.
+    built = relay(0.05)
+    resolved.clear()
     ollama.script("llama3.2", headers_delay=0.3)
-    gw = app.extensions["relay"]
-    settings = gw.settings
-    gw.settings = dataclasses.replace(settings, keepalive_seconds=0.05)
-    try:
-        reply = app.test_client().post(
-            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH
-        )
-        body = reply.get_data()
-        reply.close()
-    finally:
-        gw.settings = settings
+    reply = built.client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
+    body = reply.get_data()
+    reply.close()
     assert b": keep-alive" in body and b"[DONE]" in body
     assert resolved == ["llama3.2"]
+    line = next(x for x in built.logs().splitlines() if "POST /v1/chat/completions" in x)
+    assert "backend=ollama" in line and "stream=yes" in line
