@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 from loguru import logger
 
 from blueprints import gateway
+from blueprints.access_record import AccessRecord, access
 from blueprints.metrics import record_request
 from services.log_setup import cut, one_field
 from services.metrics import Metrics
@@ -22,12 +23,12 @@ def _start() -> None:
     given = request.headers.get("X-Request-ID", "")
     g.request_id = given if _SAFE_ID.match(given) else new_id("req_")
     g.started = time.perf_counter()
-    g.access = {}
+    g.access = AccessRecord()
 
 
 def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id") or new_id("req_")
-    fields = dict(g.get("access") or {})
+    fields = access()
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
@@ -52,19 +53,19 @@ def _finish(response: Response) -> Response:
     return response
 
 
-def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> None:
+def _write(line: dict[str, Any], fields: AccessRecord, metrics: Metrics) -> None:
     # Runs after the request context is gone for streams: use only what was captured.
     seconds = time.perf_counter() - line["started"]
-    stats = fields.get("stats")
-    usage: Usage | None = stats.usage if stats else fields.get("usage")
+    stats = fields.stats
+    usage: Usage | None = fields.spent()
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     if usage and usage.estimated:  # the upstream gave no counts (services/usage_estimate.py)
         tokens = "~" + tokens
     # Path, model and error come from callers or upstreams: cut here, escaped by the text sink.
-    path, model = cut(line["path"]), cut(str(fields.get("model", "-")))
+    path, model = cut(line["path"]), cut(fields.model or "-")
     failure = cut(stats.error) if stats and stats.error else None
     error = f" error={failure!r}" if failure else ""
-    cache = f" cache={fields['cache']}" if fields.get("cache") else ""
+    cache = f" cache={fields.cache}" if fields.cache else ""
     structured = {
         "request_id": line["request_id"],
         "client": line["client"],
@@ -72,15 +73,15 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         "method": line["method"],
         "path": path,
         "status": line["status"],
-        "model": model if "model" in fields else None,
-        "backend": fields.get("backend"),
+        "model": model if fields.model is not None else None,
+        "backend": fields.backend,
         "ms": round(seconds * 1000, 1),
-        "stream": bool(fields.get("stream")),
+        "stream": fields.stream,
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
         "tokens_estimated": bool(usage and usage.estimated),
         "error": failure,
-        "cache": fields.get("cache"),
+        "cache": fields.cache,
     }
     logger.bind(access=structured).info(
         "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
@@ -89,12 +90,12 @@ def _write(line: dict[str, Any], fields: dict[str, Any], metrics: Metrics) -> No
         line["key"],
         line["method"],
         cut(one_field(line["path"])),
-        cut(one_field(str(fields.get("model", "-")))),
-        fields.get("backend", "-"),
+        cut(one_field(fields.model or "-")),
+        fields.backend or "-",
         line["status"],
         seconds * 1000,
         tokens,
-        "yes" if fields.get("stream") else "no",
+        "yes" if fields.stream else "no",
         cache,
         error,
     )

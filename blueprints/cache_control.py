@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
+from blueprints.access_record import access
 from services.ratelimit import API_PREFIXES
 from services.reply_cache import BYPASS, parse_cache_control
 
@@ -20,7 +21,7 @@ def _read_policy() -> None:
 
 def _say_cache_status(response: Response) -> Response:
     if request.path.startswith(API_PREFIXES):
-        response.headers["X-Cache"] = g.get("cache_status") or BYPASS
+        response.headers["X-Cache"] = access().cache or BYPASS
     return response
 
 

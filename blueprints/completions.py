@@ -7,44 +7,39 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, g, jsonify
 
 from blueprints import call_context, gateway, json_body
-from blueprints.streaming import failing, sse_response, start_stream
-from services import completions
+from blueprints.access_record import access
+from blueprints.streaming import stream_reply
+from services import completions, pipeline
 from services.completions_format import (
     parse_completion_request,
     render_completion,
     render_completion_stream,
     total_usage,
 )
-from services.errors import GatewayError
 from services.openai_render import StreamStats
+from services.pipeline import Streamed
+from services.types import ChatDelta
 
 bp = Blueprint("completions", __name__)
 
 
 @bp.post("/completions")
 def create_completion() -> Response:
-    req = parse_completion_request(json_body())
-    ctx = call_context()
-    g.access.update(model=req.model, stream=req.stream)
+    req, gw, record = parse_completion_request(json_body()), gateway(), access()
+    record.model, record.stream = req.model, req.stream
+    call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     if req.stream:
-        gw, key = gateway(), g.api_key  # captured: start() may run outside this request
-        stats = g.access["stats"] = StreamStats()
 
-        def start() -> tuple[str, Iterator[bytes]]:
-            backend, deltas = completions.stream(gw, req, ctx, key)
-            return backend.name, render_completion_stream(deltas, req, stats)
+        def frames(deltas: Iterator[tuple[int, ChatDelta]], stats: StreamStats) -> Iterator[bytes]:
+            return render_completion_stream(deltas, req, stats)
 
-        def fail(e: GatewayError) -> Iterator[bytes]:
-            return render_completion_stream(failing(e), req, stats)
+        def opened(stats: StreamStats) -> Streamed[bytes]:
+            out = completions.stream(gw, call, req)
+            return out.framed(frames(out.deltas, stats))
 
-        name, frames = start_stream(start, fail, gw.settings.keepalive_seconds)
-        g.access["backend"] = name or gw.router.resolve(req.model, ctx).name
-        response = sse_response(frames)
-    else:
-        backend, results, g.cache_status = completions.complete(
-            gateway(), req, ctx, g.api_key, g.cache_policy
-        )
-        g.access.update(backend=backend.name, usage=total_usage(results), cache=g.cache_status)
-        response = jsonify(render_completion(results, req))
-    response.headers.update(ctx.response_headers)
+        return stream_reply(record, call, opened, frames, gw.settings.keepalive_seconds)
+    out = completions.complete(gw, call, req)
+    record.took(out.backend, out.cache, total_usage(out.result))
+    response = jsonify(render_completion(out.result, req))
+    response.headers.update(out.headers)
     return response

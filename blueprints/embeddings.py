@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g
 
 from blueprints import call_context, gateway, json_body
-from services import embeddings
+from blueprints.access_record import access
+from services import embeddings, pipeline
 from services.embeddings_format import parse_embedding_request, render_embedding_list
 from services.types import Usage
 
@@ -14,12 +15,9 @@ bp = Blueprint("embeddings", __name__)
 
 @bp.post("/embeddings")
 def create_embedding() -> dict[str, object]:
-    req, encoding = parse_embedding_request(json_body())
-    g.access.update(model=req.model, stream=False)
-    backend, result, g.cache_status = embeddings.embed(
-        gateway(), req, call_context(), g.api_key, g.cache_policy
-    )
-    g.access.update(
-        backend=backend.name, usage=Usage(result.prompt_tokens, 0), cache=g.cache_status
-    )
-    return render_embedding_list(result, req.model, encoding)
+    (req, encoding), gw, record = parse_embedding_request(json_body()), gateway(), access()
+    record.model = req.model
+    call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
+    out = embeddings.embed(gw, call, req)
+    record.took(out.backend, out.cache, Usage(out.result.prompt_tokens, 0))
+    return render_embedding_list(out.result, req.model, encoding)

@@ -6,6 +6,7 @@ from flask import Flask, Response, g, jsonify, request
 from loguru import logger
 from werkzeug.exceptions import HTTPException
 
+from blueprints.access_record import access
 from services.errors import (
     GatewayError,
     InvalidRequestError,
@@ -43,10 +44,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError) -> Response:
         if "access" in g:
+            record = access()
             if e.backend:
-                g.access.setdefault("backend", e.backend)
+                record.backend = record.backend or e.backend
             elif e.status == 429:  # Relay's own limit, not a backend's
-                g.access["limited"] = e.type
+                record.limited = e.type
         return render_error(e)
 
     @app.errorhandler(HTTPException)

@@ -5,18 +5,19 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 
 from blueprints import call_context, gateway, json_body
-from services import image_generation
+from blueprints.access_record import access
+from services import image_generation, pipeline
 from services.images_format import parse_image_request, render_images
-from services.keys import require_model
 
 bp = Blueprint("images", __name__)
 
 
 @bp.post("/images/generations")
 def create_image() -> Response:
-    req = parse_image_request(json_body(), request.headers)
-    require_model(g.api_key, req.model)
-    g.access.update(model=req.model)
-    backend, images = image_generation.generate(gateway(), req, call_context())
-    g.access["backend"] = backend.name
-    return jsonify(render_images(images))
+    req, record = parse_image_request(json_body(), request.headers), access()
+    record.model = req.model
+    policy = g.cache_policy  # images are never cached: the policy only completes the call
+    call = pipeline.open_call(gateway(), req.model, g.api_key, call_context(), policy)
+    out = image_generation.generate(call, req)
+    record.backend = out.backend
+    return jsonify(render_images(out.result))

@@ -8,6 +8,7 @@ from flask import Flask, Response, g, request
 from flask_limiter import RateLimitExceeded
 
 from blueprints import gateway
+from blueprints.access_record import access
 from blueprints.error_handlers import render_error  # the one error renderer
 from services import ratelimit
 from services.keys import ApiKey
@@ -26,15 +27,15 @@ def _after(response: Response) -> Response:
     if not request.path.startswith(API_PREFIXES):
         return response
     key: ApiKey | None = g.get("api_key")
-    access = g.get("access") or {}
-    stats = access.get("stats")
+    record = access()
+    stats = record.stats
     # A cached answer costs no tokens; a stream is charged what it used when it ends.
-    if key is not None and g.get("cache_status") != "HIT":
+    if key is not None and record.cache != "HIT":
         link = gateway().redis
         if stats is not None:
             response.call_on_close(lambda: _charge(link, key, stats.usage))
         else:
-            _charge(link, key, access.get("usage"))
+            _charge(link, key, record.usage)
     response.headers.update(ratelimit.rate_limit_headers(key))
     return response
 
@@ -55,7 +56,7 @@ def register_limits(app: Flask) -> None:
     def too_many_requests(e: RateLimitExceeded) -> Response:
         error = ratelimit.requests_error()
         if "access" in g:
-            g.access["limited"] = error.type  # for the relay_rate_limited metric
+            access().limited = error.type  # for the relay_rate_limited metric
         return render_error(error)
 
     @app.errorhandler(RedisError)

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from blueprints import gateway
+from blueprints.access_record import AccessRecord
 from blueprints.credentials import admin_token_presented
 from services.errors import PermissionDeniedError
 from services.metrics import Metrics
@@ -35,17 +36,17 @@ def metrics() -> Response:
 def record_request(
     metrics: Metrics,
     line: dict[str, Any],
-    fields: dict[str, Any],
+    fields: AccessRecord,
     seconds: float,
     usage: Usage | None,
     first_token: float | None,
 ) -> None:
     """Count one finished request in every metric it touches."""
     route, key = line["route"], line["key"]
-    backend = fields.get("backend", "-")
+    backend = fields.backend or "-"
     model = _model_label(metrics, line["status"], fields)
     metrics.requests.labels(route, model, backend, str(line["status"]), key).inc()
-    metrics.latency.labels(route, backend, "yes" if fields.get("stream") else "no").observe(seconds)
+    metrics.latency.labels(route, backend, "yes" if fields.stream else "no").observe(seconds)
     if first_token is not None:
         metrics.first_token.labels(route, backend).observe(first_token)
     if usage is not None:
@@ -56,23 +57,23 @@ def record_request(
             metrics.tokens_estimated.labels("out", backend).inc(usage.completion_tokens)
     if line["status"] in UPSTREAM_KINDS and backend != "-":
         metrics.upstream_errors.labels(backend, UPSTREAM_KINDS[line["status"]]).inc()
-    if fields.get("limited"):
-        metrics.rate_limited.labels(key, fields["limited"]).inc()
-    if fields.get("cache"):
-        metrics.cache.labels(fields["cache"].lower()).inc()
-    stats = fields.get("stats")
+    if fields.limited:
+        metrics.rate_limited.labels(key, fields.limited).inc()
+    if fields.cache:
+        metrics.cache.labels(fields.cache.lower()).inc()
+    stats = fields.stats
     if stats is not None and stats.error:
         metrics.upstream_errors.labels(backend, "midstream").inc()
 
 
-def _model_label(metrics: Metrics, status: int, fields: dict[str, Any]) -> str:
+def _model_label(metrics: Metrics, status: int, fields: AccessRecord) -> str:
     # A name is a label only when a backend took the request: the router resolved it and the
     # key was allowed (then `backend` is set). A 404 is a name nobody serves; a pass-through
     # body's model was never routed (`routed` False): `other`. No model ("-") stays as it is.
-    model = fields.get("model", "-")
+    model = fields.model or "-"
     if model == "-":
         return model
-    routed = fields.get("backend", "-") != "-" and status != 404 and fields.get("routed", True)
+    routed = fields.backend is not None and status != 404 and fields.routed
     # A new name takes one of the bounded places only once it was answered: a backend that
     # takes any name (a glob route) cannot have them used up by failing made-up ones.
     return metrics.model_label(str(model), routed, answered=status < 400)

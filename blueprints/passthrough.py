@@ -14,6 +14,7 @@ from typing import IO
 from flask import Blueprint, Response, g, request
 
 from blueprints import gateway
+from blueprints.access_record import access
 from blueprints.request_body import body_stream
 from services.errors import InvalidRequestError
 from services.passthrough_body import check_json, is_json, looks_like_json, read_bounded
@@ -42,7 +43,13 @@ def forward(rest: str) -> Response:
     )
     # The body's model is logged, but is no metrics label: the router did not pick it, so any
     # made-up name would take one of the bounded label places (blueprints/metrics.py).
-    g.access.update(backend=backend.name, model=model or "-", stream=True, routed=False)
+    record = access()
+    record.backend, record.model, record.stream, record.routed = (
+        backend.name,
+        model or "-",
+        True,
+        False,
+    )
     return Response(reply, status=status, headers=headers)
 
 

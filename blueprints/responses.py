@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
 from blueprints import call_context, gateway, json_body
-from blueprints.streaming import failing, sse_response, start_stream
-from services import responses
-from services.errors import GatewayError
-from services.keys import require_model
+from blueprints.access_record import access
+from blueprints.streaming import stream_reply
+from services import pipeline, responses
 from services.openai_render import StreamStats
 from services.responses_format import parse_responses_request
 from services.responses_render import ResponseEvents
@@ -20,26 +20,26 @@ bp = Blueprint("responses", __name__)
 
 @bp.post("/responses")
 def create_response() -> Response:
-    rreq = parse_responses_request(json_body())
-    require_model(g.api_key, rreq.model)
-    ctx = call_context()
-    g.access.update(model=rreq.model, stream=rreq.stream)
+    rreq, gw, record = parse_responses_request(json_body()), gateway(), access()
+    record.model, record.stream = rreq.model, rreq.stream
+    policy = responses.uncached(g.cache_policy)
+    call = pipeline.open_call(gw, rreq.model, g.api_key, call_context(), policy)
     if rreq.stream:
-        stats = g.access["stats"] = StreamStats()
-        gw = gateway()
 
-        def fail(e: GatewayError) -> Iterator[bytes]:
-            return ResponseEvents(rreq, stats, lambda _: None).frames(failing(e))
+        def failed(deltas: Iterator[Any], stats: StreamStats) -> Iterator[bytes]:
+            return ResponseEvents(rreq, stats, lambda _: None).frames(deltas)
 
-        name, frames = start_stream(
-            lambda: responses.stream(gw, rreq, ctx, stats), fail, gw.settings.keepalive_seconds
+        return stream_reply(
+            record,
+            call,
+            lambda stats: responses.stream(gw, call, rreq, stats),
+            failed,
+            gw.settings.keepalive_seconds,
         )
-        g.access["backend"] = name or gw.router.resolve(rreq.model, ctx).name
-        response = sse_response(frames)
-    else:
-        g.access["backend"], g.access["usage"], body = responses.create(gateway(), rreq, ctx)
-        response = jsonify(body)
-    response.headers.update(ctx.response_headers)
+    out = responses.create(gw, call, rreq)
+    record.took(out.backend, None, out.usage)
+    response = jsonify(out.result)
+    response.headers.update(out.headers)
     return response
 
 

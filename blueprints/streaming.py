@@ -13,8 +13,11 @@ from typing import Any
 from flask import Response
 from loguru import logger
 
+from blueprints.access_record import AccessRecord
 from services.backends import cutoff
 from services.errors import GatewayError
+from services.openai_render import StreamStats
+from services.pipeline import Call, Streamed
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -29,31 +32,57 @@ def sse_response(frames: Iterator[bytes]) -> Response:
     )
 
 
-Start = Callable[[], tuple[str, Iterator[bytes]]]  # primes a stream: (backend name, frames)
+Opened = Callable[[StreamStats], Streamed[bytes]]  # opens a stream: the core's, framed
+
+
+def stream_reply(
+    record: AccessRecord,
+    call: Call,
+    opened: Opened,
+    failed: Callable[[Iterator[Any], StreamStats], Iterator[bytes]],
+    interval: float,
+) -> Response:
+    """The one way a view streams: keep-alive, priming, cut-off, and the access record.
+
+    `opened` runs the core and frames its deltas (in the pump under keep-alive); `failed`
+    frames a stream that failed after the headers went out. The outcome's backend, cache
+    status and headers reach the record and the response when the stream started within
+    `interval`; a stream still queued then has sent its headers already, so only `backend`
+    (the call's: the route was resolved once, before) is known (docs/design.md §4.4).
+    """
+    stats = record.stats = StreamStats()
+    started, frames = start_stream(
+        lambda: opened(stats), lambda e: failed(failing(e), stats), interval
+    )
+    record.took(
+        started.backend if started else call.backend.name, started.cache if started else None
+    )
+    response = sse_response(frames)
+    if started is not None:
+        response.headers.update(started.headers)
+    return response
 
 
 def start_stream(
-    start: Start, fail: Callable[[GatewayError], Iterator[bytes]], interval: float
-) -> tuple[str | None, Iterator[bytes]]:
+    start: Callable[[], Streamed[bytes]],
+    fail: Callable[[GatewayError], Iterator[bytes]],
+    interval: float,
+) -> tuple[Streamed[bytes] | None, Iterator[bytes]]:
     """Start a stream; keep it alive with comments while it is silent.
 
     Errors raised by `start` within `interval` are raised here, before any header is sent;
-    later ones are rendered in-band by `fail`. The backend name is None when the stream had
-    not started within `interval`. With `interval` 0 the stream runs inline, as it did.
+    later ones are rendered in-band by `fail`. The outcome is None when the stream had not
+    started within `interval`. With `interval` 0 the stream runs inline, as it did.
     """
     if interval <= 0:
-        return start()
-    started: dict[str, str] = {}
-
-    def run() -> Iterator[bytes]:
-        started["backend"], frames = start()
-        return frames
-
-    pump = _Pump(run)
+        started = start()
+        return started, started.deltas
+    pump = _Pump(start)
     first = pump.get(interval)
     if isinstance(first, BaseException):
         raise first
-    return started.get("backend"), _Relay(pump, _relay(pump, first, fail, interval))
+    head = first.outcome if isinstance(first, _Started) else None
+    return head, _Relay(pump, _relay(pump, first, fail, interval))
 
 
 def failing(error: GatewayError) -> Iterator[Any]:
@@ -62,7 +91,16 @@ def failing(error: GatewayError) -> Iterator[Any]:
     yield  # noqa: B901 - makes this a generator
 
 
-_STARTED, _END, _SILENT = object(), object(), object()
+_END, _SILENT = object(), object()
+
+
+class _Started:
+    """The pump's first item: the core's outcome, handed to the WSGI greenlet over the queue."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, outcome: Streamed[bytes]) -> None:
+        self.outcome = outcome
 
 
 class _Relay:
@@ -119,7 +157,7 @@ class _Pump:
     arrived yet cannot be cut; it ends when they come, or at the read timeout.
     """
 
-    def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
+    def __init__(self, start: Callable[[], Streamed[bytes]]) -> None:
         self.queue: queue.Queue[object] = queue.Queue(maxsize=8)  # backpressure on the upstream
         self.stopped = threading.Event()
         self.upstreams = cutoff.Watch()
@@ -148,12 +186,13 @@ class _Pump:
         self.queue.put(item)
         return True
 
-    def _run(self, start: Callable[[], Iterator[bytes]]) -> None:
+    def _run(self, start: Callable[[], Streamed[bytes]]) -> None:
         cutoff.watch(self.upstreams)
         frames: Iterator[bytes] | None = None
         try:
-            frames = start()
-            if self._put(_STARTED):
+            outcome = start()
+            frames = outcome.deltas
+            if self._put(_Started(outcome)):
                 for frame in frames:
                     if not self._put(frame):
                         return

@@ -9,22 +9,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Generator
-from contextlib import ExitStack
 
+from services import pipeline
 from services.backends.base import Backend
-from services.cached_chat import cacheable, result_from_dict
+from services.cached_chat import result_from_dict
 from services.completions_format import CompletionRequest
-from services.errors import GatewayError
 from services.gateway import Gateway
-from services.keys import ApiKey, require_model
-from services.reply_cache import CachePolicy, Codec, cache_key
+from services.pipeline import Call, Outcome, Streamed
+from services.reply_cache import Codec, cache_key
 from services.types import CallContext, ChatDelta, ChatResult, TextRequest
 from services.unicode_text import escape_surrogates
 from services.usage_estimate import complete_usage, fill_usage, text_tokens
 
 
 def _encode(results: list[ChatResult]) -> bytes:
-    text = json.dumps([dataclasses.asdict(r) for r in results], ensure_ascii=False)
+    data = [dataclasses.asdict(r) for r in results]
+    for d in data:
+        del d["headers"]  # a backend's response headers belong to that one call
+    text = json.dumps(data, ensure_ascii=False)
     return escape_surrogates(text).encode()  # an upstream's lone surrogate, escaped
 
 
@@ -45,13 +47,6 @@ def _payload(req: CompletionRequest) -> dict[str, object]:
     }
 
 
-def _complete_all(
-    gw: Gateway, backend: Backend, req: CompletionRequest, ctx: CallContext
-) -> list[ChatResult]:
-    with gw.gates.slot(backend.name, ctx.key_name):
-        return [complete_usage(backend.complete_text(p, ctx), _prompt(p)) for p in req.prompts]
-
-
 def _prompt(req: TextRequest) -> int:
     return text_tokens(req.prompt) + text_tokens(req.suffix or "")
 
@@ -62,61 +57,35 @@ def _stream_text(
     return fill_usage(backend.stream_text(req, ctx), _prompt(req))
 
 
-def complete(
-    gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
-) -> tuple[Backend, list[ChatResult], str]:
-    """Continue every prompt whole, or answer from the cache; also says HIT, MISS or BYPASS."""
-    require_model(key, req.model)
-    backend = gw.router.resolve(req.model, ctx)
-    try:
-        results, status = gw.cache.run(
-            lambda: cache_key("completions", policy.tenant, backend.name, _payload(req)),
-            cacheable(backend, ctx, policy),
-            lambda: _complete_all(gw, backend, req, ctx),
-            COMPLETIONS_CODEC,
-        )
-    except GatewayError as e:
-        e.backend = backend.name  # the access log and metrics name it, as for chat
-        raise
-    return backend, results, status
+def complete(gw: Gateway, call: Call, req: CompletionRequest) -> Outcome[list[ChatResult]]:
+    """Continue every prompt whole, or answer from the cache."""
+    out = pipeline.run(
+        gw,
+        call,
+        lambda backend: cache_key("completions", call.policy.tenant, backend.name, _payload(req)),
+        COMPLETIONS_CODEC,
+        lambda backend: [
+            complete_usage(backend.complete_text(p, call.ctx), _prompt(p)) for p in req.prompts
+        ],
+    )
+    headers = {k: v for r in out.result for k, v in r.headers.items()}
+    return dataclasses.replace(out, headers=headers)
 
 
-def stream(
-    gw: Gateway, req: CompletionRequest, ctx: CallContext, key: ApiKey
-) -> tuple[Backend, Generator[tuple[int, ChatDelta], None, None]]:
+def stream(gw: Gateway, call: Call, req: CompletionRequest) -> Streamed[tuple[int, ChatDelta]]:
     """Start streaming the prompts; the first delta is pulled now so errors come before headers."""
-    require_model(key, req.model)
-    backend = gw.router.resolve(req.model, ctx)
-    hold = ExitStack()  # the backend's in-flight slot, held until the stream closes
-    try:
-        hold.enter_context(gw.gates.slot(backend.name, ctx.key_name))
-        first = _stream_text(backend, req.prompts[0], ctx)
-        try:
-            head = next(first, None)
-        except BaseException:
-            first.close()
-            raise
-    except BaseException as e:
-        hold.close()
-        if isinstance(e, GatewayError):
-            e.backend = backend.name  # the access log and metrics name it, as for chat
-        raise
-    return backend, _run(backend, req, ctx, head, first, hold)
+    first, deltas = pipeline.stream(gw, call, lambda backend: _run(backend, req, call.ctx))
+    headers = first[1].headers if first is not None and first[1].headers else {}
+    return Streamed(call.backend.name, deltas, None, headers)
 
 
 def _run(
-    backend: Backend,
-    req: CompletionRequest,
-    ctx: CallContext,
-    head: ChatDelta | None,
-    current: Generator[ChatDelta, None, None],
-    hold: ExitStack,
+    backend: Backend, req: CompletionRequest, ctx: CallContext
 ) -> Generator[tuple[int, ChatDelta], None, None]:
-    # A plain generator with finally, so close() reaches the upstream at once when the client
-    # goes away (docs/design.md §4.2).
+    # Several prompts one after the other; a plain generator with finally, so close() reaches
+    # the upstream at once when the client goes away (docs/design.md §4.2).
+    current = _stream_text(backend, req.prompts[0], ctx)
     try:
-        if head is not None:
-            yield 0, head
         for delta in current:
             yield 0, delta
         for index in range(1, len(req.prompts)):
@@ -126,4 +95,3 @@ def _run(
                 yield index, delta
     finally:
         current.close()
-        hold.close()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from services.backends.base import Backend
-from services.cached_chat import cacheable
-from services.errors import GatewayError
+from services import pipeline
 from services.gateway import Gateway
-from services.keys import ApiKey, require_model
-from services.reply_cache import CachePolicy, Codec, cache_key
-from services.types import CallContext, EmbeddingRequest, EmbeddingResult
+from services.pipeline import Call, Outcome
+from services.reply_cache import Codec, cache_key
+from services.types import EmbeddingRequest, EmbeddingResult
 
 
 def _encode(result: EmbeddingResult) -> bytes:
@@ -26,31 +24,16 @@ def _decode(raw: bytes) -> EmbeddingResult:
 EMBEDDING_CODEC = Codec(_encode, _decode, lambda _result: True)
 
 
-def _embed(
-    gw: Gateway, backend: Backend, req: EmbeddingRequest, ctx: CallContext
-) -> EmbeddingResult:
-    with gw.gates.slot(backend.name, ctx.key_name):
-        return backend.embed(req, ctx)
-
-
 def _payload(req: EmbeddingRequest) -> dict[str, object]:
     return {k: v for k, v in dataclasses.asdict(req).items() if k != "user"}
 
 
-def embed(
-    gw: Gateway, req: EmbeddingRequest, ctx: CallContext, key: ApiKey, policy: CachePolicy
-) -> tuple[Backend, EmbeddingResult, str]:
-    """Embed the inputs, or answer from the cache; also says HIT, MISS or BYPASS."""
-    require_model(key, req.model)
-    backend = gw.router.resolve(req.model, ctx)
-    try:
-        result, status = gw.cache.run(
-            lambda: cache_key("embeddings", policy.tenant, backend.name, _payload(req)),
-            cacheable(backend, ctx, policy),
-            lambda: _embed(gw, backend, req, ctx),
-            EMBEDDING_CODEC,
-        )
-    except GatewayError as e:
-        e.backend = backend.name  # the access log and metrics name it, as for chat
-        raise
-    return backend, result, status
+def embed(gw: Gateway, call: Call, req: EmbeddingRequest) -> Outcome[EmbeddingResult]:
+    """Embed the inputs, or answer from the cache."""
+    return pipeline.run(
+        gw,
+        call,
+        lambda backend: cache_key("embeddings", call.policy.tenant, backend.name, _payload(req)),
+        EMBEDDING_CODEC,
+        lambda backend: backend.embed(req, call.ctx),
+    )

@@ -1,19 +1,18 @@
-"""The image generation use case: route the request to its backend and run it."""
+"""The image generation use case: run the call on its backend (routed once, in open_call).
+
+Images take no reply cache and no backpressure slot, as before the core pipeline existed.
+"""
 
 from __future__ import annotations
 
-from services.backends.base import Backend
 from services.errors import UpstreamError
-from services.gateway import Gateway
-from services.types import CallContext, GeneratedImage, ImageRequest
+from services.pipeline import Call, Outcome
+from services.types import GeneratedImage, ImageRequest
 
 
-def generate(
-    gw: Gateway, req: ImageRequest, ctx: CallContext
-) -> tuple[Backend, list[GeneratedImage]]:
-    """Make the images on the backend that serves the model; at least one must come back."""
-    backend = gw.router.resolve(req.model, ctx)
-    images = backend.generate_images(req, ctx)
+def generate(call: Call, req: ImageRequest) -> Outcome[list[GeneratedImage]]:
+    """Make the images on the call's backend; at least one must come back."""
+    images = call.backend.generate_images(req, call.ctx)
     if not images:
-        raise UpstreamError(f"{backend.title} returned no image.")
-    return backend, images
+        raise UpstreamError(f"{call.backend.title} returned no image.")
+    return Outcome(call.backend.name, images)

@@ -72,7 +72,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     user = body.get("user")
     return ChatRequest(
         model=model,
-        messages=tuple(_parse_message(m, i) for i, m in enumerate(messages)),
+        messages=tuple(parse_message(m, f"messages[{i}]") for i, m in enumerate(messages)),
         stream=stream,
         temperature=opt_number(body, "temperature", 0, 2),
         top_p=opt_number(body, "top_p", 0, 1),
@@ -92,8 +92,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
     )
 
 
-def _parse_message(raw: Any, i: int) -> Message:
-    where = f"messages[{i}]"
+def parse_message(raw: Any, where: str) -> Message:
+    """Parse one chat-format message; errors name `where` (such as messages[0])."""
     if not isinstance(raw, dict):
         raise InvalidRequestError(f"'{where}' must be an object.", param=where)
     role = raw.get("role")
@@ -146,21 +146,22 @@ def _parse_part(raw: Any, where: str) -> ContentPart:
     if kind == "image_url":
         image = raw.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
-        if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
-            raise InvalidRequestError(
-                f"'{where}.image_url.url' must be a data: URL or an http(s) URL.",
-                param=f"{where}.image_url.url",
-            )
-        if url.startswith("data:") and (";base64," not in url or not url[5:].startswith("image/")):
-            raise InvalidRequestError(
-                f"'{where}.image_url.url' must be a base64 image, like data:image/png;base64,...",
-                param=f"{where}.image_url.url",
-            )
-        return ContentPart(type="image", url=url)
+        return ContentPart(type="image", url=image_url(url, f"{where}.image_url.url"))
     raise InvalidRequestError(
         f"Content parts of type {kind!r} are not supported; use 'text' or 'image_url'.",
         param=f"{where}.type",
     )
+
+
+def image_url(url: Any, param: str) -> str:
+    """Check an image given by URL: a base64 data: URL of an image, or http(s)."""
+    if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
+        raise InvalidRequestError(f"'{param}' must be a data: URL or an http(s) URL.", param=param)
+    if url.startswith("data:") and (";base64," not in url or not url[5:].startswith("image/")):
+        raise InvalidRequestError(
+            f"'{param}' must be a base64 image, like data:image/png;base64,...", param=param
+        )
+    return url
 
 
 def _parse_tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:

@@ -18,6 +18,7 @@ from services.types import (
     REPLACE_SEPARATOR,
     ChatDelta,
     ChatResult,
+    Message,
     ModelInfo,
     ToolCall,
     Usage,
@@ -32,6 +33,25 @@ def render_tool_call(call: ToolCall) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
     }
+
+
+def render_message(m: Message) -> dict[str, Any]:
+    """A core message in chat format (the form stored Responses conversations keep)."""
+    out: dict[str, Any] = {"role": m.role}
+    if isinstance(m.content, tuple):
+        out["content"] = [
+            {"type": "text", "text": p.text}
+            if p.type == "text"
+            else {"type": "image_url", "image_url": {"url": p.url}}
+            for p in m.content
+        ]
+    else:
+        out["content"] = m.content
+    if m.tool_calls:
+        out["tool_calls"] = [render_tool_call(c) for c in m.tool_calls]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def render_usage(usage: Usage) -> dict[str, Any]:

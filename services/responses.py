@@ -7,6 +7,7 @@ object that GET /v1/responses/<id> returns.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,10 @@ from loguru import logger
 from services import chat
 from services.errors import GatewayError, InvalidRequestError, NotFoundError
 from services.gateway import Gateway
-from services.openai_format import parse_chat_request
-from services.openai_render import StreamStats
+from services.openai_format import parse_message
+from services.openai_render import StreamStats, render_message
+from services.pipeline import Call, Outcome, Streamed
+from services.reply_cache import CachePolicy
 from services.responses_format import ResponsesRequest
 from services.responses_render import (
     ResponseEvents,
@@ -27,7 +30,7 @@ from services.responses_render import (
     render_response,
     status_of,
 )
-from services.types import CallContext, ChatRequest, Usage, new_id
+from services.types import ChatRequest, new_id
 
 
 def retrieve(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
@@ -45,13 +48,13 @@ def delete(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
-def create(
-    gw: Gateway, rreq: ResponsesRequest, ctx: CallContext
-) -> tuple[str, Usage, dict[str, Any]]:
-    """Run a whole Responses request; return the backend name, usage and Response object."""
+def create(gw: Gateway, call: Call, rreq: ResponsesRequest) -> Outcome[dict[str, Any]]:
+    """Run a whole Responses request; the outcome holds the Response object."""
+    ctx = call.ctx
     history, req = _chat_request(gw, rreq, ctx.key_name)
     with _responses_params():
-        backend, result = chat.complete(gw, req, ctx)
+        out = chat.complete(gw, call, req)
+    result = out.result
     rid, created = new_id("resp_"), int(time.time())
     output = output_items(result)
     response = render_response(
@@ -63,20 +66,23 @@ def create(
         usage=result.usage,
     )
     _store(gw, rreq, ctx.key_name, history, response)
-    return backend.name, result.usage, response
+    return Outcome(out.backend, response, None, out.headers, result.usage)
 
 
-def stream(
-    gw: Gateway, rreq: ResponsesRequest, ctx: CallContext, stats: StreamStats
-) -> tuple[str, Iterator[bytes]]:
-    """Start a streamed Responses request; errors before the first delta raise here."""
-    history, req = _chat_request(gw, rreq, ctx.key_name)
+def stream(gw: Gateway, call: Call, rreq: ResponsesRequest, stats: StreamStats) -> Streamed[bytes]:
+    """Start a streamed Responses request, framed; errors before the first delta raise here."""
+    owner = call.ctx.key_name
+    history, req = _chat_request(gw, rreq, owner)
     with _responses_params():
-        backend, deltas = chat.stream(gw, req, ctx)
-    events = ResponseEvents(
-        rreq, stats, lambda final: _store(gw, rreq, ctx.key_name, history, final)
-    )
-    return backend.name, events.frames(deltas)
+        out = chat.stream(gw, call, req)
+    events = ResponseEvents(rreq, stats, lambda final: _store(gw, rreq, owner, history, final))
+    # Responses never use the reply cache: no cache status, as for a whole response.
+    return dataclasses.replace(out.framed(events.frames(out.deltas)), cache=None)
+
+
+def uncached(policy: CachePolicy) -> CachePolicy:
+    """Responses are stored by id (previous_response_id), never answered from the cache."""
+    return dataclasses.replace(policy, read=False, store=False)
 
 
 # The chat fields a Responses request's own fields became, for errors naming them.
@@ -99,7 +105,9 @@ def _responses_params() -> Iterator[None]:
 def _chat_request(
     gw: Gateway, rreq: ResponsesRequest, owner: str
 ) -> tuple[tuple[Any, ...], ChatRequest]:
+    """The stored history (chat-format messages, as kept) and the core request for this turn."""
     history: tuple[Any, ...] = ()
+    mine = [render_message(m) for m in rreq.messages]
     if rreq.previous_response_id:
         record = gw.responses.get(rreq.previous_response_id, owner)
         if record is None:
@@ -110,7 +118,7 @@ def _chat_request(
         history = tuple(record["history"])
         # Each stored turn holds the whole conversation: refuse to grow one past the cap
         # rather than store ever larger records (store=false may still continue it).
-        if rreq.store and not gw.responses.may_continue([*history, *rreq.messages]):
+        if rreq.store and not gw.responses.may_continue([*history, *mine]):
             raise InvalidRequestError(
                 "The conversation is too long to store: continuing it from "
                 f"'{rreq.previous_response_id}' would exceed "
@@ -119,7 +127,9 @@ def _chat_request(
                 param="previous_response_id",
                 code="conversation_too_long",
             )
-    return history, parse_chat_request(rreq.chat_body(history))
+    # Stored turns were checked when they were sent; errors here would name `input`.
+    before = tuple(parse_message(m, "input") for m in history)
+    return (*history, *mine), rreq.chat_request(before)
 
 
 def _store(
@@ -131,7 +141,7 @@ def _store(
 ) -> None:
     if not rreq.store or response["status"] == "failed":
         return
-    turn = [*history, *rreq.messages, assistant_message(response["output"])]
+    turn = [*history, assistant_message(response["output"])]
     if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
         # Larger than the key's whole budget: a later previous_response_id or GET of this id
         # gets the usual 404 (docs/threat-model.md).

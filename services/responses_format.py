@@ -1,12 +1,14 @@
-"""Pure parsing of OpenAI Responses API requests into a chat request body. No I/O.
+"""Pure parsing of OpenAI Responses API requests straight into core types. No I/O.
 
 A Responses request is served by the same chat core as /v1/chat/completions: its `input` items
-become chat messages and its flat fields their chat names, following
-docs/design.md §6. Errors name the Responses `param`.
+become core messages and its flat fields the core request's, following docs/design.md §6.
+Errors name the Responses `param` the caller sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,16 +17,23 @@ from loguru import logger
 
 from services.errors import InvalidRequestError
 from services.extension_fields import RESPONSES_FIELDS, check_extension_fields
-from services.openai_format import opt_bool, opt_int, opt_number
+from services.openai_format import (
+    REASONING_EFFORTS,
+    image_url,
+    opt_bool,
+    opt_int,
+    opt_number,
+)
+from services.types import ChatRequest, ContentPart, Message, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
 class ResponsesRequest:
-    """A parsed Responses request: the chat body it becomes, and what the reply echoes."""
+    """A parsed Responses request: the core chat request it becomes, and what the reply echoes."""
 
     model: str
-    messages: tuple[Mapping[str, Any], ...]  # chat-format messages from `input`
-    chat_fields: Mapping[str, Any]  # everything else of the chat body
+    messages: tuple[Message, ...]  # core messages from `input`
+    chat: ChatRequest  # every other field as the core takes it (its messages are set per turn)
     instructions: str | None = None
     previous_response_id: str | None = None
     store: bool = True
@@ -32,19 +41,17 @@ class ResponsesRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     echo: Mapping[str, Any] = field(default_factory=dict)  # request fields the reply repeats
 
-    def chat_body(self, history: tuple[Mapping[str, Any], ...] = ()) -> dict[str, Any]:
-        """Build the chat request: instructions, stored history, then this request's input."""
-        system = [{"role": "system", "content": self.instructions}] if self.instructions else []
-        return {
-            **self.chat_fields,
-            "model": self.model,
-            "messages": [*system, *history, *self.messages],
-            "stream": self.stream,
-        }
+    def chat_request(self, history: tuple[Message, ...] = ()) -> ChatRequest:
+        """The core request: instructions, stored history, then this request's input."""
+        system = (Message(role="system", content=self.instructions),) if self.instructions else ()
+        return dataclasses.replace(self.chat, messages=(*system, *history, *self.messages))
 
 
 def parse_responses_request(body: Any) -> ResponsesRequest:
-    """Validate a Responses request body and map it onto chat fields."""
+    """Validate a Responses request body and parse it straight into core types.
+
+    Errors name the Responses fields the caller sent (`input[0].content[0].image_url`).
+    """
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     check_extension_fields(body, RESPONSES_FIELDS)
@@ -68,34 +75,37 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     messages = _input_messages(body.get("input"))
     if not messages and not previous:
         raise InvalidRequestError("'input' must not be empty.", param="input")
-    tools = _tools(body.get("tools"))
-    chat: dict[str, Any] = {
-        "temperature": opt_number(body, "temperature", 0, 2),
-        "top_p": opt_number(body, "top_p", 0, 1),
-        "max_tokens": opt_int(body, "max_output_tokens", lo=1),  # the name most servers take
-        "tools": tools or None,
-        "tool_choice": _tool_choice(body.get("tool_choice")),
-        "response_format": _text_format(body.get("text")),
-        "reasoning_effort": _effort(body.get("reasoning")),
-        "user": body.get("user") or None,
-        "parallel_tool_calls": opt_bool(body, "parallel_tool_calls"),
-    }
     stream = opt_bool(body, "stream") or False
     store = opt_bool(body, "store")
+    parallel = opt_bool(body, "parallel_tool_calls")
+    chat = ChatRequest(
+        model=model.strip(),
+        messages=(),
+        stream=stream,
+        temperature=opt_number(body, "temperature", 0, 2),
+        top_p=opt_number(body, "top_p", 0, 1),
+        max_tokens=opt_int(body, "max_output_tokens", lo=1),  # sent as max_tokens, most take it
+        tools=_tools(body.get("tools")),
+        tool_choice=_tool_choice(body.get("tool_choice")),
+        response_format=_text_format(body.get("text")),
+        reasoning_effort=_effort(body.get("reasoning")),
+        user=body.get("user") or None,
+        extra={} if parallel is None else {"parallel_tool_calls": parallel},
+    )
     echo = {
         "tools": body.get("tools") or [],
         "tool_choice": body.get("tool_choice") or "auto",
         "text": body.get("text") or {"format": {"type": "text"}},
-        "temperature": chat["temperature"],
-        "top_p": chat["top_p"],
-        "max_output_tokens": chat["max_tokens"],
-        "parallel_tool_calls": chat["parallel_tool_calls"] is not False,
-        "reasoning": {"effort": chat["reasoning_effort"], "summary": None},
+        "temperature": chat.temperature,
+        "top_p": chat.top_p,
+        "max_output_tokens": chat.max_tokens,
+        "parallel_tool_calls": parallel is not False,
+        "reasoning": {"effort": chat.reasoning_effort, "summary": None},
     }
     return ResponsesRequest(
-        model=model.strip(),
+        model=chat.model,
         messages=tuple(messages),
-        chat_fields={k: v for k, v in chat.items() if v is not None},
+        chat=chat,
         instructions=instructions or None,
         previous_response_id=previous,
         store=store is not False,
@@ -105,14 +115,14 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     )
 
 
-def _input_messages(raw: Any) -> list[dict[str, Any]]:
+def _input_messages(raw: Any) -> list[Message]:
     if raw is None:
         return []
     if isinstance(raw, str):
-        return [{"role": "user", "content": raw}]
+        return [Message(role="user", content=raw)]
     if not isinstance(raw, list):
         raise InvalidRequestError("'input' must be a string or an array of items.", param="input")
-    out: list[dict[str, Any]] = []
+    out: list[Message] = []
     for i, item in enumerate(raw):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -125,27 +135,26 @@ def _input_messages(raw: Any) -> list[dict[str, Any]]:
                     f"'{where}.role' must be user, system, developer or assistant.",
                     param=f"{where}.role",
                 )
-            out.append({"role": role, "content": _content(item.get("content"), where)})
+            out.append(Message(role=role, content=_content(item.get("content"), where)))
         elif kind == "function_call":
-            call = {
-                "id": _str(item, "call_id", where),
-                "type": "function",
-                "function": {
-                    "name": _str(item, "name", where),
-                    "arguments": item.get("arguments") or "{}",
-                },
-            }
             last = out[-1] if out else None
-            if last and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)  # parallel calls share one assistant turn
+            parallel = last is not None and last.role == "assistant" and bool(last.tool_calls)
+            index = len(last.tool_calls) if last is not None and parallel else 0
+            call = ToolCall(
+                id=_str(item, "call_id", where),
+                name=_str(item, "name", where),
+                arguments=_arguments(item, where),
+                index=index,
+            )
+            if last is not None and parallel:  # parallel calls share one assistant turn
+                out[-1] = dataclasses.replace(last, tool_calls=(*last.tool_calls, call))
             else:
-                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                out.append(Message(role="assistant", content=None, tool_calls=(call,)))
         elif kind == "function_call_output":
             output = item.get("output")
             text = output if isinstance(output, str) else _text_of(output, where)
-            out.append(
-                {"role": "tool", "tool_call_id": _str(item, "call_id", where), "content": text}
-            )
+            call_id = _str(item, "call_id", where)
+            out.append(Message(role="tool", content=text, tool_call_id=call_id))
         elif kind == "reasoning":
             continue  # earlier reasoning is not replayed to chat backends
         else:
@@ -157,35 +166,50 @@ def _input_messages(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _content(raw: Any, where: str) -> str | list[dict[str, Any]]:
+def _arguments(item: Mapping[str, Any], where: str) -> str:
+    arguments = item.get("arguments") or "{}"
+    if isinstance(arguments, dict):  # lenient, as for chat: the object itself
+        return json.dumps(arguments, ensure_ascii=False)
+    if not isinstance(arguments, str):
+        raise InvalidRequestError(
+            f"'{where}.arguments' must be a JSON string.", param=f"{where}.arguments"
+        )
+    return arguments
+
+
+def _content(raw: Any, where: str) -> str | tuple[ContentPart, ...]:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
         raise InvalidRequestError(
             f"'{where}.content' must be a string or an array of parts.", param=f"{where}.content"
         )
-    parts: list[dict[str, Any]] = []
+    parts: list[ContentPart] = []
     for j, part in enumerate(raw):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": part.get("text")})
-        elif kind == "refusal":
-            parts.append({"type": "text", "text": part.get("refusal")})
+        if kind in ("input_text", "output_text", "text", "refusal"):
+            name = "refusal" if kind == "refusal" else "text"
+            text = part.get(name)
+            if not isinstance(text, str):
+                raise InvalidRequestError(f"'{at}.{name}' must be a string.", param=f"{at}.{name}")
+            parts.append(ContentPart(type="text", text=text))
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
-            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+            parts.append(
+                ContentPart(type="image", url=image_url(part["image_url"], f"{at}.image_url"))
+            )
         else:
             raise InvalidRequestError(
                 f"Content parts of type {kind!r} are not supported here; use input_text or "
                 "input_image with an image_url.",
                 param=f"{at}.type",
             )
-    return parts
+    return tuple(parts)
 
 
 def _text_of(raw: Any, where: str) -> str:
     parts = _content(raw, where)
-    return parts if isinstance(parts, str) else "".join(p.get("text") or "" for p in parts)
+    return parts if isinstance(parts, str) else "".join(p.text for p in parts)
 
 
 def _str(item: Mapping[str, Any], key: str, where: str) -> str:
@@ -195,9 +219,9 @@ def _str(item: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _tools(raw: Any) -> list[dict[str, Any]]:
+def _tools(raw: Any) -> tuple[Mapping[str, Any], ...]:
     if raw is None:
-        return []
+        return ()
     if not isinstance(raw, list):
         raise InvalidRequestError("'tools' must be an array.", param="tools")
     tools = []
@@ -210,17 +234,27 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
             continue
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise InvalidRequestError(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
+        if "parameters" in tool and not isinstance(tool["parameters"], dict):
+            raise InvalidRequestError(
+                f"'tools[{i}].parameters' must be an object.", param=f"tools[{i}].parameters"
+            )
         function = {
             k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool
         }
         tools.append({"type": "function", "function": function})
-    return tools
+    return tuple(tools)
 
 
-def _tool_choice(raw: Any) -> Any:
-    if isinstance(raw, dict) and raw.get("type") == "function":
-        return {"type": "function", "function": {"name": raw.get("name")}}
-    return raw
+def _tool_choice(raw: Any) -> str | Mapping[str, Any] | None:
+    if raw is None or raw in ("none", "auto", "required"):
+        return raw  # type: ignore[no-any-return]
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
+        return {"type": "function", "function": {"name": raw["name"]}}
+    raise InvalidRequestError(
+        "'tool_choice' must be 'none', 'auto', 'required' or "
+        '{"type": "function", "name": ...}.',
+        param="tool_choice",
+    )
 
 
 def _text_format(raw: Any) -> dict[str, Any] | None:
@@ -236,11 +270,21 @@ def _text_format(raw: Any) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if kind == "json_schema":
         spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        if not isinstance(spec.get("schema", {}), dict):
+            raise InvalidRequestError(
+                "'text.format.schema' must be an object.", param="text.format.schema"
+            )
         return {"type": "json_schema", "json_schema": spec}
     raise InvalidRequestError(
         "'text.format.type' must be text, json_object or json_schema.", param="text.format"
     )
 
 
-def _effort(raw: Any) -> Any:
-    return raw.get("effort") if isinstance(raw, dict) else None
+def _effort(raw: Any) -> str | None:
+    effort = raw.get("effort") if isinstance(raw, dict) else None
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise InvalidRequestError(
+            f"'reasoning.effort' must be one of {', '.join(REASONING_EFFORTS)}.",
+            param="reasoning.effort",
+        )
+    return effort

@@ -79,13 +79,12 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class CallContext:
-    """What the HTTP layer knows beyond the OpenAI body; backends may add response headers."""
+    """What the HTTP layer knows beyond the OpenAI body."""
 
     key_name: str = "anonymous"
     upstream_key: str | None = field(default=None, repr=False)  # a caller's own backend key
     conversation_id: str | None = None  # an explicit Dify conversation to continue
     public_url: str = ""  # the URL the caller reached Relay at, for links to kept files
-    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +114,8 @@ class ChatResult:
     refusal: str = ""
     # The choice's `logprobs` object as an OpenAI-compatible upstream sent it, when asked for.
     logprobs: Mapping[str, Any] | None = None
+    # Response headers the backend gave for this turn (Dify's X-Dify-Conversation-Id); not cached.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,9 @@ class ChatDelta:
     replace: bool = False
     refusal: str = ""
     logprobs: Mapping[str, Any] | None = None  # this chunk's, as the upstream sent them
+    # Response headers the backend learned (Dify's conversation id), on the first delta after
+    # it learned them; the core hands them up in its outcome, before the reply's first byte.
+    headers: Mapping[str, str] | None = None
 
 
 REPLACE_SEPARATOR = "\n\n"

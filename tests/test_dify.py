@@ -184,6 +184,23 @@ def test_explicit_conversation_id_wins_and_an_unknown_one_is_404(sdk, dify, dify
     assert e.value.code == "conversation_not_found"
 
 
+def test_streamed_replies_carry_the_conversation_header(sdk, dify, dify_gateway):
+    # The core hands the header up in its outcome, before the stream's first byte.
+    with sdk.chat.completions.with_streaming_response.create(
+        model="chatbot", messages=[{"role": "user", "content": "One"}], stream=True
+    ) as raw:
+        conversation = raw.headers["X-Dify-Conversation-Id"]
+        assert "".join(raw.iter_lines()).endswith("data: [DONE]")
+    assert conversation
+    with sdk.responses.with_streaming_response.create(
+        model="chatbot", input="Two", stream=True
+    ) as raw:
+        assert raw.headers["X-Dify-Conversation-Id"]
+        "".join(raw.iter_lines())
+    reply = sdk.responses.with_raw_response.create(model="chatbot", input="Three")
+    assert reply.headers["X-Dify-Conversation-Id"]
+
+
 def test_openai_user_field_becomes_a_namespaced_dify_user(sdk, dify):
     sdk.chat.completions.create(
         model="chatbot", messages=[{"role": "user", "content": "Hi"}], user="alice"

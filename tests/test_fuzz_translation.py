@@ -22,7 +22,7 @@ from services.openai_format import parse_chat_request
 from services.openai_render import StreamStats, render_chat_stream
 from services.responses_format import parse_responses_request
 from services.sse import iter_sse
-from services.types import ChatDelta, ChatRequest, ToolCall, Usage
+from services.types import ChatDelta, ChatRequest, Message, ToolCall, Usage
 
 FAST = settings(
     max_examples=150,
@@ -167,8 +167,10 @@ def test_chat_parser_accepts_or_raises_invalid_request(body):
 def test_responses_parser_accepts_or_raises_invalid_request(body):
     try:
         rreq = parse_responses_request(body)
-        # The service turns it into a chat request; that must not crash either.
-        parse_chat_request(rreq.chat_body(({"role": "user", "content": "before"},)))
+        # The service adds stored history to the core request; that must not crash either.
+        req = rreq.chat_request((Message(role="user", content="before"),))
+        assert isinstance(req, ChatRequest) and req.messages
+        json.dumps(req.extra)
     except InvalidRequestError as e:
         assert e.status == 400 and e.message
 

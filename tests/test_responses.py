@@ -172,3 +172,31 @@ def test_bad_input_is_a_400_naming_the_param(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="llama3.2", input="x", text={"format": {"type": "yaml"}})
     assert e.value.param == "text.format"
+
+
+@pytest.mark.parametrize(
+    ("part", "param"),
+    [
+        ({"type": "input_image", "image_url": "ftp://example.com/a.png"}, "image_url"),
+        ({"type": "input_image", "image_url": "data:text/plain;base64,aGk="}, "image_url"),
+        ({"type": "input_text", "text": 5}, "text"),
+    ],
+)
+def test_a_bad_content_part_is_a_400_naming_the_responses_field(client, part, param):
+    message = {"role": "user", "content": [{"type": "input_text", "text": "Look"}, part]}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="llama3.2", input=[message])
+    assert e.value.param == f"input[0].content[1].{param}"  # never messages[...].image_url.url
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="llama3.2", input=[{**message, "content": [part]}])
+    assert e.value.param == f"input[0].content[0].{param}"
+
+
+def test_bad_tool_fields_are_400s_naming_the_responses_fields(client):
+    tool = {"type": "function", "name": "f", "parameters": "nope"}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="llama3.2", input="x", tools=[tool])
+    assert e.value.param == "tools[0].parameters"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="llama3.2", input="x", reasoning={"effort": "huge"})
+    assert e.value.param == "reasoning.effort"

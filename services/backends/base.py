@@ -15,6 +15,7 @@ from urllib3.exceptions import ReadTimeoutError
 from config import BackendSettings, Settings
 from services.backends import cutoff
 from services.backends.hosts import HostPool, label
+from services.collector import collect
 from services.errors import (
     GatewayError,
     UnsupportedError,
@@ -37,7 +38,6 @@ from services.types import (
     ModelInfo,
     TextRequest,
     ToolCall,
-    Usage,
     new_id,
 )
 
@@ -99,27 +99,7 @@ class Backend:
         return self._collect(self.stream_text(req, ctx))
 
     def _collect(self, deltas: Iterator[ChatDelta]) -> ChatResult:
-        content: list[str] = []
-        reasoning: list[str] = []
-        refusal: list[str] = []
-        calls: list[ToolCall] = []
-        for d in deltas:
-            if d.replace:
-                content.clear()
-            content.append(d.content)
-            reasoning.append(d.reasoning)
-            refusal.append(d.refusal)
-            calls.extend(d.tool_calls)
-            if d.finish_reason is not None:
-                return ChatResult(
-                    "".join(content),
-                    "".join(reasoning),
-                    tuple(calls),
-                    d.finish_reason,
-                    d.usage or Usage(),
-                    "".join(refusal),
-                )
-        raise UpstreamError(f"{self.title} ended its reply early.")
+        return collect(deltas, self.title)
 
     def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
         """Embed texts; backends that cannot say so with a 400."""

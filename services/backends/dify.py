@@ -146,6 +146,7 @@ class DifyBackend(Backend):
             call.app.answer_output,
             keep_file=self._file_keeper(ctx),
         )
+        announced = False  # the conversation id went out on a delta
         whole: list[str] = []  # the reply as a non-streaming client sees it
         shown: list[str] = []  # the reply as a streaming client sees it (replacements appended)
         try:
@@ -157,8 +158,12 @@ class DifyBackend(Backend):
                         shown.append(REPLACE_SEPARATOR if shown else "")
                     whole.append(delta.content)
                     shown.append(delta.content)
-                if stream.conversation_id:
-                    ctx.response_headers["X-Dify-Conversation-Id"] = stream.conversation_id
+                if deltas and stream.conversation_id and not announced:
+                    # The first delta carries the header: the core hands it up before the
+                    # reply's first byte (docs/design.md §4.4).
+                    announced = True
+                    headers = {"X-Dify-Conversation-Id": stream.conversation_id}
+                    deltas = [replace(deltas[0], headers=headers), *deltas[1:]]
                 if stream.finished:  # before the last yield: the consumer may stop after it
                     replies = {"".join(whole), "".join(shown)}
                     self._remember(call, req, stream.conversation_id, replies)
