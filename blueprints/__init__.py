@@ -75,6 +75,7 @@ def json_body() -> object:
     from blueprints.request_body import read_body
     from services.errors import InvalidRequestError
     from services.json_keys import check_top_level_keys
+    from services.json_limits import MAX_JSON_DEPTH, nested_deeper_than
     from services.unicode_text import check_no_lone_surrogates
 
     data = read_body()  # size, deadline and per-key upload limits (request_body.py)
@@ -92,7 +93,7 @@ def json_body() -> object:
     check_no_lone_surrogates(body)  # "\ud800" is JSON but not text: no reply could echo it
     if isinstance(body, dict):
         check_top_level_keys(body)  # no field a case-insensitive upstream reads otherwise
-    if _nested_deeper_than(body, MAX_JSON_DEPTH):
+    if nested_deeper_than(body):
         # Re-encoding it for a backend, or echoing it, would overflow the stack (a 500).
         raise InvalidRequestError(
             f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
@@ -105,20 +106,6 @@ def json_body() -> object:
             param=path or None,
         )
     return body
-
-
-MAX_JSON_DEPTH = 128  # far beyond any real request, far below Python's recursion limit
-
-
-def _nested_deeper_than(value: object, limit: int) -> bool:
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
 
 
 def _reject_constant(name: str) -> object:

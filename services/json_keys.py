@@ -5,7 +5,8 @@ object key to a field without regard to case, folding Unicode too ("ſ" reads as
 Kelvin sign as "k"), and of two keys that match one field keeps the last. Relay reads keys
 exactly. So a body whose top-level keys differ only in case, or that spells `model` any other
 way, would be checked by Relay as one request and run upstream as another (another model, or
-streamed when Relay expects one reply): such a body is a 400 (docs/threat-model/wire.md).
+streamed when Relay expects one reply): such a body is a 400 (docs/threat-model.md
+"Bad input on the wire").
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ from typing import IO, Any
 
 from services.errors import InvalidRequestError, RequestTooLargeError
 from services.json_keys import check_top_level_keys
+from services.json_limits import MAX_JSON_DEPTH, nested_deeper_than
 from services.keys import ApiKey, require_model
 from services.unicode_text import check_no_lone_surrogates
-
-MAX_DEPTH = 128  # far beyond any real request, far below Python's recursion limit
 
 
 def is_json(content_type: str | None) -> bool:
@@ -68,8 +67,10 @@ def check_json(body: bytes, key: ApiKey) -> str | None:
         raise InvalidRequestError("The request body is nested too deeply.") from None
     except ValueError as e:
         raise InvalidRequestError(f"The request body is not valid JSON: {e}") from None
-    if _deeper_than(value, MAX_DEPTH):
-        raise InvalidRequestError(f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    if nested_deeper_than(value):
+        raise InvalidRequestError(
+            f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
+        )
     check_no_lone_surrogates(value)  # "\ud800": not text; the upstream may read it otherwise
     if not isinstance(value, dict):
         return None
@@ -101,14 +102,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"the key {name[:40]!r} appears twice in one object")
         out[name] = item
     return out
-
-
-def _deeper_than(value: object, limit: int) -> bool:
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False

@@ -4,7 +4,7 @@ Python's JSON parser reads `"\\ud800"` (or the bytes ED A0 80) into a str holdin
 surrogate, which cannot be written as UTF-8: a reply, log record or stored entry echoing it
 failed (a 500, a stream cut off). Requests holding one are refused where they are parsed, and
 Relay's JSON writers escape any that still come (from an upstream) as `\\udXXX`, which JSON
-readers accept (docs/threat-model/wire.md).
+readers accept (docs/threat-model.md "Bad input on the wire").
 """
 
 from __future__ import annotations
