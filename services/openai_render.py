@@ -36,7 +36,8 @@ def render_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def render_message(m: Message) -> dict[str, Any]:
-    """A core message in chat format (the form stored Responses conversations keep)."""
+    """A core message in chat format: what stored Responses conversations keep, and what goes
+    to an OpenAI-compatible upstream."""
     out: dict[str, Any] = {"role": m.role}
     if isinstance(m.content, tuple):
         out["content"] = [
@@ -47,6 +48,8 @@ def render_message(m: Message) -> dict[str, Any]:
         ]
     else:
         out["content"] = m.content
+    if m.name:
+        out["name"] = m.name
     if m.tool_calls:
         out["tool_calls"] = [render_tool_call(c) for c in m.tool_calls]
     if m.tool_call_id:

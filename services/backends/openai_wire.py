@@ -7,16 +7,15 @@ are sent on untouched, so the upstream sees what the caller asked for (docs/desi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from services.errors import UpstreamError
+from services.openai_render import render_message
 from services.responses_convert import as_dict, as_int, as_str, read_usage
 from services.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
-    Message,
     TextRequest,
     ToolCall,
     Usage,
@@ -27,7 +26,7 @@ def to_chat_body(req: ChatRequest, stream: bool) -> dict[str, Any]:
     """Rebuild the OpenAI request body from a ChatRequest, with its extra fields kept intact."""
     body: dict[str, Any] = {
         "model": req.model,
-        "messages": [_message(m) for m in req.messages],
+        "messages": [render_message(m) for m in req.messages],
         "stream": stream,
     }
     optional = {
@@ -84,29 +83,6 @@ def result_from_text(body: Any, title: str) -> ChatResult:
     )
 
 
-def _message(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role}
-    if isinstance(m.content, tuple):
-        out["content"] = [
-            {"type": "text", "text": p.text}
-            if p.type == "text"
-            else {"type": "image_url", "image_url": {"url": p.url}}
-            for p in m.content
-        ]
-    else:
-        out["content"] = m.content
-    if m.name:
-        out["name"] = m.name
-    if m.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in m.tool_calls
-        ]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    return out
-
-
 def usage_from_chat(raw: Any) -> Usage:
     """Read an OpenAI chat `usage` object, details included when present."""
     return read_usage(raw, given="prompt", made="completion")
@@ -139,19 +115,18 @@ def result_from_chat(body: Any, title: str) -> ChatResult:
     )
 
 
-@dataclass(slots=True)
-class ChatChunkReader:
-    """Turn upstream chat.completion.chunk objects into ChatDeltas, one chunk at a time.
+class _ChunkReader:
+    """What every chunk of an OpenAI-style stream carries, whatever its choices hold: an error
+    in band, the usage (with include_usage, in a late chunk), the finish reason. The finish is
+    held back until the stream ends, so the last ChatDelta carries both (docs/design.md §5.1)."""
 
-    The finish chunk is held back until the stream ends, because with include_usage the usage
-    comes in a later chunk (docs/design.md §5.1) and a ChatDelta carries both.
-    """
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
 
-    title: str
-    finish_reason: str | None = None
-    usage: Usage | None = None
-
-    def feed(self, chunk: Any) -> list[ChatDelta]:
+    def _choice(self, chunk: Any) -> Mapping[str, Any] | None:
+        """The chunk's first choice (None when it has none), after its error and usage."""
         if not isinstance(chunk, dict):
             raise UpstreamError(f"{self.title} sent a malformed chunk.")
         if chunk.get("error"):
@@ -162,8 +137,26 @@ class ChatChunkReader:
             self.usage = usage_from_chat(chunk["usage"])
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        choice: Mapping[str, Any] = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        return choice
+
+    def finish(self) -> list[ChatDelta]:
+        """Return the final delta once the upstream stream has ended."""
+        if self.finish_reason is None:
+            raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
+        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
+
+
+class ChatChunkReader(_ChunkReader):
+    """Turn upstream chat.completion.chunk objects into ChatDeltas, one chunk at a time."""
+
+    def feed(self, chunk: Any) -> list[ChatDelta]:
+        choice = self._choice(chunk)
+        if choice is None:
             return []
-        choice = choices[0]
         delta = as_dict(choice.get("delta"))
         out = ChatDelta(
             content=as_str(delta.get("content")),
@@ -172,8 +165,6 @@ class ChatChunkReader:
             tool_calls=tuple(self._tool_call(c) for c in delta.get("tool_calls") or []),
             logprobs=_logprobs(choice),
         )
-        if choice.get("finish_reason"):
-            self.finish_reason = str(choice["finish_reason"])
         empty = not (out.content or out.reasoning or out.refusal or out.tool_calls or out.logprobs)
         return [] if empty else [out]
 
@@ -188,43 +179,14 @@ class ChatChunkReader:
             index=int(raw["index"]),
         )
 
-    def finish(self) -> list[ChatDelta]:
-        """Return the final delta once the upstream stream has ended."""
-        if self.finish_reason is None:
-            raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
-        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
 
-
-@dataclass(slots=True)
-class TextChunkReader:
+class TextChunkReader(_ChunkReader):
     """Turn upstream text_completion chunks into ChatDeltas (the text in `content`)."""
 
-    title: str
-    finish_reason: str | None = None
-    usage: Usage | None = None
-
     def feed(self, chunk: Any) -> list[ChatDelta]:
-        if not isinstance(chunk, dict):
-            raise UpstreamError(f"{self.title} sent a malformed chunk.")
-        if chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamError(f"{self.title} failed mid-reply: {message}")
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = usage_from_chat(chunk["usage"])
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return []
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = str(choice["finish_reason"])
-        text = as_str(choice.get("text"))
+        choice = self._choice(chunk)
+        text = as_str(choice.get("text")) if choice is not None else ""
         return [ChatDelta(content=text)] if text else []
-
-    def finish(self) -> list[ChatDelta]:
-        if self.finish_reason is None:
-            raise UpstreamError(f"{self.title} ended the stream before the reply was complete.")
-        return [ChatDelta(finish_reason=self.finish_reason, usage=self.usage)]
 
 
 def _logprobs(choice: Mapping[str, Any]) -> dict[str, Any] | None:
