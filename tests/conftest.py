@@ -45,13 +45,58 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step: floa
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-class Gateway:
+class ServerProcess:
+    """A server a test starts, its output in a log file; stop() ends it (then kills it)."""
+
+    stop_signal = signal.SIGTERM
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+
+    def wait_answering(self, path: str, timeout: float, step: float) -> None:
+        """Wait until GET `path` answers 200; fail with the log when the process dies or not."""
+        what = type(self).__name__
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or still loading
+                pass
+            time.sleep(step)
+        raise RuntimeError(f"{what} did not start:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+class Gateway(ServerProcess):
     """A Relay process under gunicorn with the gevent worker, as production runs it."""
 
+    # Quick shutdown: a graceful SIGTERM would wait for the clients' idle keep-alive connections
+    # until graceful_timeout.
+    stop_signal = signal.SIGQUIT
+
     def __init__(self, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
+        super().__init__(log_path)
         self.port = int(env.get("PORT") or free_port())
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
         full_env = {
             "PATH": os.environ.get("PATH", ""),
             "RELAY_ENV_FILE": "",
@@ -59,7 +104,6 @@ class Gateway:
             "PORT": str(self.port),
             **env,
         }
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *(args or []), "wsgi:app"],
             cwd=ROOT,
@@ -69,33 +113,8 @@ class Gateway:
         )
 
     def wait_ready(self, timeout: float = 20.0) -> Gateway:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:  # not listening yet, or workers still loading
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"gateway did not start:\n{self.logs()}")
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            # Quick shutdown: a graceful SIGTERM would wait for the clients' idle keep-alive
-            # connections until graceful_timeout.
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        self.wait_answering("/health", timeout, step=0.05)
+        return self
 
 
 @pytest.fixture(scope="session")

@@ -7,21 +7,19 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import requests
 
-from tests.conftest import API_KEY, Gateway, free_port
+from tests.conftest import API_KEY, Gateway, ServerProcess, free_port
 from tests.real.tiny_model import write_model
 
 CHAT, EMBED = "tiny", "tiny-embed"
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """`python -m llama_cpp.server` with three models: `tiny` (chat), `tiny-embed` (the same
     weights, mean-pooled for embeddings) and `tiny` again without an alias, which the server
     then names by its file path."""
@@ -40,7 +38,7 @@ class LlamaServer:
         config = {
             "host": "127.0.0.1",
             "port": self.port,
-            # Without this a second request cuts the running stream short (issue 12, item 7).
+            # Without this a second request cuts the running stream short (docs/backends.md).
             "interrupt_requests": False,
             "models": [
                 {**common, "model_alias": CHAT},
@@ -49,8 +47,7 @@ class LlamaServer:
             ],
         }
         (workdir / "llama.json").write_text(json.dumps(config))
-        self.log_path = workdir / "llama.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        super().__init__(workdir / "llama.log")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -65,31 +62,7 @@ class LlamaServer:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp's server exited:\n{self.logs()}")
-            try:
-                if requests.get(self.url + "/v1/models", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"llama.cpp's server did not start:\n{self.logs()}")
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        self.wait_answering("/v1/models", timeout, step=0.1)
 
 
 @pytest.fixture(scope="session")
