@@ -9,6 +9,7 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,22 @@ http {{
     return subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
 
 
+def wait_until_serving(connect: Callable[[], http.client.HTTPSConnection]) -> None:
+    """Wait until nginx answers /health through the gateway behind it."""
+
+    def listening() -> bool:
+        conn = connect()
+        try:
+            conn.request("GET", "/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    wait_until(listening, timeout=10)
+
+
 @pytest.fixture(scope="module")
 def nginx(start_module_gateway, fake_ollama, tmp_path_factory):
     """nginx from Debian's package with the shipped site, before a real gateway."""
@@ -99,18 +116,8 @@ def nginx(start_module_gateway, fake_ollama, tmp_path_factory):
             "127.0.0.1", https_port, context=context, source_address=(source, 0), timeout=30
         )
 
-    def listening() -> bool:
-        conn = connect()
-        try:
-            conn.request("GET", "/health")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
     try:
-        wait_until(listening, timeout=10)
+        wait_until_serving(connect)
         yield connect, gateway
     finally:
         proc.terminate()

@@ -20,7 +20,12 @@ import requests
 
 from tests.conftest import API_KEY, free_port, wait_until
 from tests.fakes.dify import FakeDify
-from tests.test_deploy import self_signed_certificate, site_config, start_nginx
+from tests.test_deploy import (
+    self_signed_certificate,
+    site_config,
+    start_nginx,
+    wait_until_serving,
+)
 
 CHAT_KEY = "app-bodies-chat-key"
 SIGNED = "?timestamp=1&nonce=n&sign=s3cr3t-signature"
@@ -77,18 +82,8 @@ def nginx(start_module_gateway, fake_dify, tmp_path_factory):
         sock = socket.create_connection(("127.0.0.1", https_port), timeout=30)
         return context.wrap_socket(sock, server_hostname="relay.example.com")
 
-    def listening() -> bool:
-        conn = connect()
-        try:
-            conn.request("GET", "/health")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
     try:
-        wait_until(listening, timeout=10)
+        wait_until_serving(connect)
         yield connect, raw, gateway
     finally:
         proc.terminate()
