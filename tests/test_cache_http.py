@@ -188,8 +188,8 @@ def test_a_finished_live_stream_fills_the_cache(cached, ollama):
 
 
 def test_dify_replies_and_the_api_alias(start_gateway, cached, ollama, tmp_path):
+    from tests.dify.conftest import ENV_NAMES, KEYS, chat_requests, dify_config
     from tests.fakes.dify import FakeDify
-    from tests.test_dify import ENV_NAMES, KEYS, chat_requests, dify_config
 
     # The /api alias of the chat route goes through the same cache.
     body = {"model": "llama3.2", "messages": [{"role": "user", "content": "H"}]}
