@@ -19,8 +19,8 @@ from blueprints.limits import register_limits
 from blueprints.request_body import register_request_bodies
 from blueprints.strict_json import StrictJSONProvider
 from relay_keys import keys as keys_command
-from services.gateway import build_gateway
-from services.log_setup import configure_logging
+from services.common.log_setup import configure_logging
+from services.core.gateway import build_gateway
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -10,42 +10,37 @@ gevent patches the worker.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
-
-from dotenv import dotenv_values
+from typing import Any
 
 # Backend and value parsing live beside this module; the names the rest of Relay uses are
 # re-exported here so that `config` stays the one place to import settings from.
-from config_backends import (
+from settings.access import AccessSettings, RedisSettings, access_settings, redis_settings
+from settings.backends import (
     BackendSettings,
     DifyAppSettings,
     FileSettings,
-    _backends,
-    _file_settings,
+    backend_settings,
+    file_settings,
 )
-from config_values import (
+from settings.environment import read_environment
+from settings.values import (
     LOG_LEVELS,
     ConfigError,
-    _bool,
-    _choice,
-    _float,
-    _int,
-    _keys,
-    _log_level,
-    _networks,
-    _optional_url,
-    _origins,
-    _read_toml,
-    _str,
-    _table,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_keys,
+    as_log_level,
+    as_networks,
+    as_optional_url,
+    as_origins,
+    as_str,
+    as_table,
+    read_toml,
 )
-
-if TYPE_CHECKING:
-    from config_access import AccessSettings, RedisSettings
 
 __all__ = ["LOG_LEVELS", "BackendSettings", "ConfigError", "DifyAppSettings", "FileSettings"]
 VERSION = "0.1.0"
@@ -89,9 +84,9 @@ class Settings:
     public_url: str | None = None  # the base URL clients reach Relay at (lasting file links)
     files: FileSettings | None = None  # lasting files; None when off
     extra: Mapping[str, Any] = field(default_factory=dict)
-    # Keys, limits, reply cache and Redis (issue 4): their settings live in config_access.py.
-    access: AccessSettings = field(default_factory=lambda: _access_module().AccessSettings())
-    redis: RedisSettings = field(default_factory=lambda: _access_module().RedisSettings())
+    # Keys, limits, reply cache and Redis: their settings live in settings/access.py.
+    access: AccessSettings = field(default_factory=AccessSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
 
     @property
     def open_access(self) -> bool:
@@ -226,24 +221,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from defaults, RELAY_CONFIG, the `.env` file and the environment."""
-    return _build(_environment(environ))
-
-
-def _environment(environ: Mapping[str, str] | None) -> dict[str, str]:
-    process_env = os.environ if environ is None else environ
-    dotenv_path = process_env.get("RELAY_ENV_FILE", ".env")
-    env: dict[str, str] = {}
-    if dotenv_path and os.path.isfile(dotenv_path):
-        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    env.update(process_env)
-    return env
+    return _build(read_environment(environ))
 
 
 def _build(env: Mapping[str, str]) -> Settings:
     file_path = env.get("RELAY_CONFIG") or None
-    doc = _read_toml(file_path) if file_path else {}
-    server = _table(doc, "server")
-    images = _table(doc, "images")
+    doc = read_toml(file_path) if file_path else {}
+    server = as_table(doc, "server")
+    images = as_table(doc, "images")
 
     def pick(var: str, table: Mapping[str, Any], key: str, default: Any) -> tuple[str, Any]:
         # The environment wins over the file, the file over the default.
@@ -253,62 +238,62 @@ def _build(env: Mapping[str, str]) -> Settings:
             return f"RELAY_CONFIG {key}", table[key]
         return var, default
 
-    host = _str(*pick("HOST", server, "host", "127.0.0.1"))
+    host = as_str(*pick("HOST", server, "host", "127.0.0.1"))
     settings = Settings(
         host=host,
-        port=_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
-        workers=_int(*pick("RELAY_WORKERS", server, "workers", 1), lo=1, hi=256),
-        worker_connections=_int(
+        port=as_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
+        workers=as_int(*pick("RELAY_WORKERS", server, "workers", 1), lo=1, hi=256),
+        worker_connections=as_int(
             *pick("RELAY_WORKER_CONNECTIONS", server, "worker_connections", 1000), lo=1, hi=100_000
         ),
-        log_level=_log_level(*pick("LOG_LEVEL", server, "log_level", "info")),
-        log_format=_choice(
+        log_level=as_log_level(*pick("LOG_LEVEL", server, "log_level", "info")),
+        log_format=as_choice(
             *pick("RELAY_LOG_FORMAT", server, "log_format", "text"), ("text", "json")
         ),
-        log_dir=_str(*pick("RELAY_LOG_DIR", server, "log_dir", "")) or None,
-        api_keys=_keys(*pick("RELAY_API_KEYS", server, "api_keys", "")),
-        allow_open=_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),
-        max_body_bytes=_int(
+        log_dir=as_str(*pick("RELAY_LOG_DIR", server, "log_dir", "")) or None,
+        api_keys=as_keys(*pick("RELAY_API_KEYS", server, "api_keys", "")),
+        allow_open=as_bool(*pick("RELAY_ALLOW_OPEN", server, "allow_open", False)),
+        max_body_bytes=as_int(
             *pick("RELAY_MAX_BODY_BYTES", server, "max_body_bytes", 20 * 1024 * 1024), lo=1024
         ),
-        body_timeout=_float(
+        body_timeout=as_float(
             *pick("RELAY_BODY_TIMEOUT_SECONDS", server, "body_timeout", 30.0), lo=0.1
         ),
-        max_uploads_per_key=_int(
+        max_uploads_per_key=as_int(
             *pick("RELAY_MAX_UPLOADS_PER_KEY", server, "max_uploads_per_key", 16), lo=1, hi=100_000
         ),
         # 0 (the default): half the worker's connections, so one key always leaves room.
-        max_requests_per_key=_int(
+        max_requests_per_key=as_int(
             *pick("RELAY_MAX_REQUESTS_PER_KEY", server, "max_requests_per_key", 0),
             lo=0,
             hi=100_000,
         ),
-        cors_origins=_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
-        backends=_backends(env, doc),
-        fetch_image_urls=_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
-        image_max_bytes=_int(
+        cors_origins=as_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
+        backends=backend_settings(env, doc),
+        fetch_image_urls=as_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
+        image_max_bytes=as_int(
             *pick("RELAY_IMAGE_MAX_BYTES", images, "max_bytes", 10 * 1024 * 1024), lo=1
         ),
-        image_fetch_allow_private=_bool(
+        image_fetch_allow_private=as_bool(
             *pick("RELAY_IMAGE_FETCH_ALLOW_PRIVATE", images, "allow_private", False)
         ),
-        image_fetch_timeout=_float(
+        image_fetch_timeout=as_float(
             *pick("RELAY_IMAGE_FETCH_TIMEOUT", images, "fetch_timeout", 10.0), lo=0.1
         ),
-        conversation_ttl=_float(
+        conversation_ttl=as_float(
             *pick("RELAY_CONVERSATION_TTL", server, "conversation_ttl", 86400.0), lo=1
         ),
-        response_ttl=_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
-        responses_max_bytes=_int(
+        response_ttl=as_float(*pick("RELAY_RESPONSE_TTL", server, "response_ttl", 86400.0), lo=1),
+        responses_max_bytes=as_int(
             *pick("RELAY_RESPONSES_MAX_BYTES", server, "responses_max_bytes", 64 * MIB), lo=1024
         ),
-        responses_max_bytes_per_key=_int(
+        responses_max_bytes_per_key=as_int(
             *pick(
                 "RELAY_RESPONSES_MAX_BYTES_PER_KEY", server, "responses_max_bytes_per_key", 16 * MIB
             ),
             lo=1024,
         ),
-        responses_max_conversation_bytes=_int(
+        responses_max_conversation_bytes=as_int(
             *pick(
                 "RELAY_RESPONSES_MAX_CONVERSATION_BYTES",
                 server,
@@ -317,26 +302,26 @@ def _build(env: Mapping[str, str]) -> Settings:
             ),
             lo=1024,
         ),
-        keepalive_seconds=_float(
+        keepalive_seconds=as_float(
             *pick("RELAY_KEEPALIVE_SECONDS", server, "keepalive_seconds", 15.0), lo=0
         ),
-        trusted_proxies=_networks(
+        trusted_proxies=as_networks(
             *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")
         ),
-        metrics_allow=_networks(
+        metrics_allow=as_networks(
             *pick("RELAY_METRICS_ALLOW", server, "metrics_allow", "127.0.0.1,::1")
         ),
-        metrics_token=_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
+        metrics_token=as_str(*pick("RELAY_METRICS_TOKEN", server, "metrics_token", "")) or None,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        status_cache_seconds=_float(
+        status_cache_seconds=as_float(
             *pick("RELAY_STATUS_CACHE_SECONDS", server, "status_cache_seconds", 5.0), lo=0
         ),
         config_file=file_path,
-        public_url=_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
-        files=_file_settings(env),
+        public_url=as_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
+        files=file_settings(env),
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
-        access=_access_module().access_settings(env, doc),
-        redis=_access_module().redis_settings(env, doc),
+        access=access_settings(env, doc),
+        redis=redis_settings(env, doc),
     )
     return settings
 
@@ -364,13 +349,6 @@ def check_exposure(settings: Settings, bound_hosts: list[str]) -> str | None:
         )
     where = "every address" if exposed else "loopback only"
     return f"no API keys configured (RELAY_API_KEYS): every caller is let in ({where})"
-
-
-def _access_module() -> ModuleType:
-    # config_access builds on this module's parsers, so it is imported when first needed.
-    import config_access
-
-    return config_access
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

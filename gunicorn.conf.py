@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 import config as relay_config
 
@@ -44,7 +45,7 @@ proc_name = "relay"
 control_socket_disable = True
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     """Check the real bind addresses (the command line may override HOST) before serving."""
     hosts = [address.rsplit(":", 1)[0].strip("[]") for address in server.cfg.bind]
     try:
@@ -63,23 +64,23 @@ def on_starting(server):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
 
 
-def pre_request(worker, req):
+def pre_request(worker: Any, req: Any) -> None:
     """Let the app close a connection whose body it refused unread (services/server_connection)."""
     worker.log.debug("%s %s", req.method, req.path)  # gunicorn's own pre_request
     # Imported here, in the worker, after gevent has patched it (never in the master).
-    from services import server_connection
+    from services.common import server_connection
 
     server_connection.remember(req)
 
 
-def child_exit(server, worker):
+def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges (streams in flight) from /metrics."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if os.path.basename(metrics_dir).startswith("relay-metrics-"):
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import click
 
 import config
-from config_access import LIMIT_FIELDS
-from services import keyfile
+from services.access import keyfile
+from settings.access import LIMIT_FIELDS
 
 
 def _path(file: str | None) -> str:

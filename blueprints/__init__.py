@@ -7,8 +7,8 @@ import math
 
 from flask import Blueprint, Flask, current_app
 
-from services.gateway import Gateway
-from services.types import CallContext
+from services.core.gateway import Gateway
+from services.core.types import CallContext
 
 
 def gateway() -> Gateway:
@@ -73,10 +73,10 @@ def call_context() -> CallContext:
 def json_body() -> object:
     """Return the parsed JSON body; raise a 400 when it is missing or not JSON."""
     from blueprints.request_body import read_body
-    from services.errors import InvalidRequestError
-    from services.json_keys import check_top_level_keys
-    from services.json_limits import MAX_JSON_DEPTH, nested_deeper_than
-    from services.unicode_text import check_no_lone_surrogates
+    from services.common.json_keys import check_top_level_keys
+    from services.common.json_limits import MAX_JSON_DEPTH, nested_deeper_than
+    from services.common.unicode_text import check_no_lone_surrogates
+    from services.core.errors import InvalidRequestError
 
     data = read_body()  # size, deadline and per-key upload limits (request_body.py)
     if not data:

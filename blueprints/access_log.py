@@ -12,9 +12,9 @@ from loguru import logger
 from blueprints import gateway
 from blueprints.access_record import AccessRecord, access
 from blueprints.metrics import record_request
-from services.log_setup import cut, one_field
-from services.metrics import Metrics
-from services.types import Usage, new_id
+from services.common.log_setup import cut, one_field
+from services.common.metrics import Metrics
+from services.core.types import Usage, new_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -59,7 +59,7 @@ def _write(line: dict[str, Any], fields: AccessRecord, metrics: Metrics) -> None
     stats = fields.stats
     usage: Usage | None = fields.spent()
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
-    if usage and usage.estimated:  # the upstream gave no counts (services/usage_estimate.py)
+    if usage and usage.estimated:  # the upstream gave no counts (services/core/usage_estimate.py)
         tokens = "~" + tokens
     # Path, model and error come from callers or upstreams: cut here, escaped by the text sink.
     path, model = cut(line["path"]), cut(fields.model or "-")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from flask import g
 
-from services.openai_render import StreamStats
-from services.types import Usage
+from services.core.types import Usage
+from services.faces.chat_reply import StreamStats
 
 
 @dataclass(slots=True)

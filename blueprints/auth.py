@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask, g, request
 
 from blueprints import gateway
-from services.errors import AuthenticationError
-from services.ratelimit import API_PREFIXES
+from services.access.ratelimit import API_PREFIXES
+from services.core.errors import AuthenticationError
 
 
 def require_api_key() -> None:

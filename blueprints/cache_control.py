@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 
 from blueprints.access_record import access
-from services.ratelimit import API_PREFIXES
-from services.reply_cache import BYPASS, parse_cache_control
+from services.access.ratelimit import API_PREFIXES
+from services.state.reply_cache import BYPASS, parse_cache_control
 
 
 def _read_policy() -> None:

@@ -9,11 +9,12 @@ from flask import Blueprint, Response, g, jsonify
 from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
 from blueprints.streaming import stream_reply
-from services import chat, pipeline
-from services.openai_format import parse_chat_request
-from services.openai_render import StreamStats, render_chat_completion, render_chat_stream
-from services.pipeline import Streamed
-from services.types import ChatDelta
+from services.core import pipeline
+from services.core.pipeline import Streamed
+from services.core.types import ChatDelta
+from services.faces.chat_reply import StreamStats, render_chat_completion, render_chat_stream
+from services.faces.chat_request import parse_chat_request
+from services.operations import chat
 
 bp = Blueprint("chat", __name__)
 

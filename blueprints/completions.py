@@ -9,16 +9,17 @@ from flask import Blueprint, Response, g, jsonify
 from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
 from blueprints.streaming import stream_reply
-from services import completions, pipeline
-from services.completions_format import (
+from services.core import pipeline
+from services.core.pipeline import Streamed
+from services.core.types import ChatDelta
+from services.faces.chat_reply import StreamStats
+from services.faces.completions import (
     parse_completion_request,
     render_completion,
     render_completion_stream,
     total_usage,
 )
-from services.openai_render import StreamStats
-from services.pipeline import Streamed
-from services.types import ChatDelta
+from services.operations import completions
 
 bp = Blueprint("completions", __name__)
 

@@ -8,8 +8,8 @@ from flask import request
 
 from blueprints import gateway
 from blueprints.auth import presented_secret
-from services.errors import AuthenticationError
-from services.keys import ApiKey
+from services.access.keys import ApiKey
+from services.core.errors import AuthenticationError
 
 
 def admin_token_presented() -> bool:

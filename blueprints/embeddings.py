@@ -6,9 +6,10 @@ from flask import Blueprint, g
 
 from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
-from services import embeddings, pipeline
-from services.embeddings_format import parse_embedding_request, render_embedding_list
-from services.types import Usage
+from services.core import pipeline
+from services.core.types import Usage
+from services.faces.embeddings import parse_embedding_request, render_embedding_list
+from services.operations import embeddings
 
 bp = Blueprint("embeddings", __name__)
 

@@ -7,7 +7,7 @@ from loguru import logger
 from werkzeug.exceptions import HTTPException
 
 from blueprints.access_record import access
-from services.errors import (
+from services.core.errors import (
     GatewayError,
     InvalidRequestError,
     MethodNotAllowedError,

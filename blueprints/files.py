@@ -8,26 +8,18 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, Response, current_app, request, send_file
-from flask.blueprints import BlueprintSetupState
 
-from services.errors import NotFoundError
-from services.file_store import LastingFiles, build_lasting_files
+from blueprints import gateway
+from services.core.errors import NotFoundError
+from services.state.file_store import LastingFiles
 
 bp = Blueprint("files", __name__)
 ONE_YEAR = 365 * 24 * 3600
 HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
-@bp.record_once
-def _build_store(state: BlueprintSetupState) -> None:
-    # Built once per app beside the Gateway, which create_app has made by now.
-    state.app.extensions["relay_files"] = build_lasting_files(
-        state.app.extensions["relay"].settings
-    )
-
-
 def lasting_files() -> LastingFiles | None:
-    return current_app.extensions["relay_files"]  # type: ignore[no-any-return]
+    return gateway().files
 
 
 @bp.get("/files/<name>")

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from blueprints import gateway
 from blueprints.credentials import admin_token_presented, key_presented
 from blueprints.status_limit import limit_status_page
-from services.service_info import describe
+from services.core.service_info import describe
 
 bp = Blueprint("home", __name__, template_folder="templates")
 bp.before_request(limit_status_page)

@@ -6,15 +6,16 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
-from services import image_generation, pipeline
-from services.images_format import parse_image_request, render_images
+from services.core import pipeline
+from services.faces.images import parse_image_request, render_images
+from services.operations import image_generation
 
 bp = Blueprint("images", __name__)
 
 
 @bp.post("/images/generations")
 def create_image() -> Response:
-    req, record = parse_image_request(json_body(), request.headers), access()
+    req, record = parse_image_request(json_body(), dict(request.headers.items())), access()
     record.model = req.model
     policy = g.cache_policy  # images are never cached: the policy only completes the call
     call = pipeline.open_call(gateway(), req.model, g.api_key, call_context(), policy)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, request
 
-from services.errors import RateLimitError
-from services.ratelimit import API_PREFIXES
-from services.upload_slots import UploadSlots
+from services.access.ratelimit import API_PREFIXES
+from services.access.upload_slots import UploadSlots
+from services.core.errors import RateLimitError
 
 
 class _Slot:

@@ -10,11 +10,11 @@ from flask_limiter import RateLimitExceeded
 from blueprints import gateway
 from blueprints.access_record import access
 from blueprints.error_handlers import render_error  # the one error renderer
-from services import ratelimit
-from services.keys import ApiKey
-from services.ratelimit import API_PREFIXES
-from services.redis_client import RedisError, RedisLink
-from services.types import Usage
+from services.access import ratelimit
+from services.access.keys import ApiKey
+from services.access.ratelimit import API_PREFIXES
+from services.core.types import Usage
+from services.state.redis_client import RedisError, RedisLink
 
 
 def _check_tokens() -> None:

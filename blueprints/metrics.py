@@ -10,9 +10,9 @@ from flask import Blueprint, Response, request
 from blueprints import gateway
 from blueprints.access_record import AccessRecord
 from blueprints.credentials import admin_token_presented
-from services.errors import PermissionDeniedError
-from services.metrics import Metrics
-from services.types import Usage
+from services.common.metrics import Metrics
+from services.core.errors import PermissionDeniedError
+from services.core.types import Usage
 
 bp = Blueprint("metrics", __name__)
 

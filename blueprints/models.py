@@ -6,8 +6,8 @@ from flask import Blueprint, g
 from werkzeug.routing import PathConverter
 
 from blueprints import gateway
-from services.keys import require_model, visible_models
-from services.openai_render import render_model, render_model_list
+from services.access.keys import require_model, visible_models
+from services.faces.chat_reply import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
 

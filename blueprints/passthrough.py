@@ -1,8 +1,8 @@
 """Any other /v1 path (audio, moderations, files, ...) goes to an OpenAI-compatible upstream.
 
 Registered only when a backend has `passthrough = true`; still behind Relay's keys and limits.
-The path is forwarded exactly as checked (services/passthrough_paths.py), a JSON body's model
-is held to the key's model list, and no Relay key ever goes upstream.
+The path is forwarded exactly as checked (services/operations/passthrough_paths.py), a JSON
+body's model is held to the key's model list, and no Relay key ever goes upstream.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from flask import Blueprint, Response, g, request
 from blueprints import gateway
 from blueprints.access_record import access
 from blueprints.request_body import body_stream
-from services.errors import InvalidRequestError
-from services.passthrough_body import check_json, is_json, looks_like_json, read_bounded
-from services.passthrough_paths import checked_path
+from services.core.errors import InvalidRequestError
+from services.operations.passthrough_body import check_json, is_json, looks_like_json, read_bounded
+from services.operations.passthrough_paths import checked_path
 
 bp = Blueprint("passthrough", __name__)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

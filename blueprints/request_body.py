@@ -21,14 +21,14 @@ from typing import IO, Any
 
 from flask import Flask, Response, current_app, g, request
 
-from services import server_connection
-from services.errors import (
+from services.access.upload_slots import UploadSlots
+from services.common import server_connection
+from services.core.errors import (
     InvalidRequestError,
     RateLimitError,
     RequestTimeoutError,
     RequestTooLargeError,
 )
-from services.upload_slots import UploadSlots
 
 CHUNK = 65536
 LINGER_SECONDS = 2  # how long a refused client may go on sending before the connection ends

@@ -10,10 +10,11 @@ from flask import Blueprint, Response, g, jsonify
 from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
 from blueprints.streaming import stream_reply
-from services import pipeline, responses
-from services.openai_render import StreamStats
-from services.responses_format import parse_responses_request
-from services.responses_render import ResponseEvents
+from services.core import pipeline
+from services.faces.chat_reply import StreamStats
+from services.faces.responses_reply import ResponseEvents
+from services.faces.responses_request import parse_responses_request
+from services.operations import responses
 
 bp = Blueprint("responses", __name__)
 

@@ -13,9 +13,9 @@ from flask import request
 from limits import RateLimitItemPerMinute
 
 from blueprints import gateway
-from services.errors import RateLimitError
-from services.ratelimit import go_duration, limiter, retry_after
-from services.redis_client import RedisError
+from services.access.ratelimit import go_duration, limiter, retry_after
+from services.core.errors import RateLimitError
+from services.state.redis_client import RedisError
 
 SCOPE = "status"
 

@@ -14,10 +14,10 @@ from flask import Response
 from loguru import logger
 
 from blueprints.access_record import AccessRecord
-from services.backends import cutoff
-from services.errors import GatewayError
-from services.openai_render import StreamStats
-from services.pipeline import Call, Streamed
+from services.core import cutoff
+from services.core.errors import GatewayError
+from services.core.pipeline import Call, Streamed
+from services.faces.chat_reply import StreamStats
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -152,7 +152,7 @@ class _Pump:
     standard-library `threading`/`queue` may be used here (only wsgi.py imports gevent,
     docs/design.md §3.2); gunicorn's gevent worker patches them, so this is a greenlet and the
     waits are cooperative. A generator that is executing cannot be closed from outside, so when the
-    client has gone the pump shuts the upstream sockets down (services/backends/cutoff.py):
+    client has gone the pump shuts the upstream sockets down (services/core/cutoff.py):
     the blocked read returns and the producer unwinds at once. A reply whose headers have not
     arrived yet cannot be cut; it ends when they come, or at the read timeout.
     """

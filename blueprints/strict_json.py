@@ -12,7 +12,7 @@ from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
-from services.unicode_text import escape_surrogates
+from services.common.unicode_text import escape_surrogates
 
 
 class StrictJSONProvider(DefaultJSONProvider):

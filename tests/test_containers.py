@@ -90,7 +90,11 @@ def test_dockerignore_keeps_secrets_and_clutter_out_but_not_what_relay_runs():
         assert name in IGNORED, name
     copied = [args.split()[0] for word, args in instructions() if word == "COPY"]
     needed = ["requirements.txt", "app.py", "wsgi.py", "config.py", "gunicorn.conf.py"]
-    needed += ["scripts/healthcheck.py", "services/gateway.py", "blueprints/templates/home.html"]
+    needed += [
+        "scripts/healthcheck.py",
+        "services/core/gateway.py",
+        "blueprints/templates/home.html",
+    ]
     for path in needed:
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in IGNORED), path
         assert not any(path.startswith(p.rstrip("/") + "/") for p in IGNORED), path

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.completions_format import parse_completion_request
-from services.embeddings_format import parse_embedding_request
-from services.errors import GatewayError, InvalidRequestError, UpstreamError
-from services.ndjson import iter_ndjson
-from services.openai_format import parse_chat_request
-from services.openai_render import StreamStats, render_chat_stream
-from services.responses_format import parse_responses_request
-from services.sse import iter_sse
-from services.types import ChatDelta, ChatRequest, Message, ToolCall, Usage
+from services.common.ndjson import iter_ndjson
+from services.common.sse import iter_sse
+from services.core.errors import GatewayError, InvalidRequestError, UpstreamError
+from services.core.types import ChatDelta, ChatRequest, Message, ToolCall, Usage
+from services.faces.chat_reply import StreamStats, render_chat_stream
+from services.faces.chat_request import parse_chat_request
+from services.faces.completions import parse_completion_request
+from services.faces.embeddings import parse_embedding_request
+from services.faces.responses_request import parse_responses_request
 
 FAST = settings(
     max_examples=150,

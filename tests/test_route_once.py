@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.router import Router
+from services.core.router import Router
 from tests.conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from config import Settings
-from services.backends.base import Backend
-from services.backends.dify import DifyBackend
+from services.backends.base import Backend, BackendTools
+from services.backends.dify.backend import DifyBackend
 from services.backends.ollama import OllamaBackend
 from services.backends.openai_compat import OpenAICompatBackend
-from services.images import ImageLoader
-from services.kv_store import StoreFactory
 
 BACKEND_TYPES: dict[str, type[Backend]] = {
     "ollama": OllamaBackend,
@@ -17,6 +15,6 @@ BACKEND_TYPES: dict[str, type[Backend]] = {
 }
 
 
-def build_backends(settings: Settings, images: ImageLoader, stores: StoreFactory) -> list[Backend]:
+def build_backends(settings: Settings, tools: BackendTools) -> list[Backend]:
     """Create one adapter per configured backend, in configuration order."""
-    return [BACKEND_TYPES[b.type](b, settings, images, stores) for b in settings.backends]
+    return [BACKEND_TYPES[b.type](b, settings, tools) for b in settings.backends]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
@@ -13,20 +14,19 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from config import BackendSettings, Settings
-from services.backends import cutoff
 from services.backends.hosts import HostPool, label
-from services.collector import collect
-from services.errors import (
+from services.backends.image_inputs import ImageLoader
+from services.common.outbound import FetchPolicy, FetchRefusedError, fetch_guarded, shown_url
+from services.core import cutoff
+from services.core.collector import collect
+from services.core.errors import (
     GatewayError,
     UnsupportedError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from services.images import ImageLoader
-from services.kv_store import StoreFactory
-from services.outbound import FetchPolicy, FetchRefusedError, fetch_guarded, shown_url
-from services.types import (
+from services.core.types import (
     CallContext,
     ChatDelta,
     ChatRequest,
@@ -40,6 +40,17 @@ from services.types import (
     ToolCall,
     new_id,
 )
+from services.state.file_store import LastingFiles
+from services.state.kv_store import StoreFactory
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTools:
+    """What the gateway builds once and every backend may use."""
+
+    images: ImageLoader  # image URLs in requests into bytes
+    stores: StoreFactory  # key-value stores, shared by workers when Redis is configured
+    files: LastingFiles | None  # lasting copies of returned files; None unless configured
 
 
 class Backend:
@@ -48,9 +59,7 @@ class Backend:
     type: ClassVar[str] = "base"
     label: ClassVar[str] = "Backend"
 
-    def __init__(
-        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
-    ) -> None:
+    def __init__(self, settings: BackendSettings, shared: Settings, tools: BackendTools) -> None:
         self.name = settings.name
         self.url = settings.url
         self.hosts = HostPool(settings.urls or (settings.url,))
@@ -59,7 +68,7 @@ class Backend:
         self.model_patterns = settings.models
         self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
-        self.images = images
+        self.images = tools.images
         self.session = requests.Session()
         # Don't consult proxy variables and .netrc on every call: it costs a scan of the
         # environment per request, and upstream addresses come from Relay's configuration.
@@ -198,7 +207,7 @@ class Backend:
         """Fetch an image the backend handed out as base64 text, through the guarded fetcher.
 
         Only image/* answers within the image size cap are taken, redirects are not followed,
-        and the policy says which hosts may be asked (services/outbound.py).
+        and the policy says which hosts may be asked (services/common/outbound.py).
         """
         try:
             fetched = fetch_guarded(

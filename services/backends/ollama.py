@@ -24,7 +24,8 @@ from services.backends.ollama_text import (
     sampling_options,
     usage_of,
 )
-from services.errors import (
+from services.common.ndjson import iter_ndjson, loads
+from services.core.errors import (
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -32,9 +33,7 @@ from services.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
-from services.extension_fields import OLLAMA_CHAT_FIELDS, check_extension_fields
-from services.ndjson import iter_ndjson, loads
-from services.types import (
+from services.core.types import (
     CallContext,
     ChatDelta,
     ChatRequest,
@@ -47,6 +46,7 @@ from services.types import (
     ToolCall,
     Usage,
 )
+from services.faces.extension_fields import OLLAMA_CHAT_FIELDS, check_extension_fields
 
 # OpenAI reasoning_effort -> Ollama think (as Ollama's own layer maps it, reference §5.1).
 THINK = {

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.errors import UpstreamError
-from services.extension_fields import OLLAMA_OPTIONS, check_extension_fields
-from services.finite_numbers import is_finite_number, token_count
-from services.types import (
+from services.common.finite_numbers import is_finite_number, token_count
+from services.core.errors import UpstreamError
+from services.core.types import (
     ChatDelta,
     ChatRequest,
     EmbeddingRequest,
@@ -20,6 +19,7 @@ from services.types import (
     TextRequest,
     Usage,
 )
+from services.faces.extension_fields import OLLAMA_OPTIONS, check_extension_fields
 
 
 def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import urllib3
 from loguru import logger
 
 from config import BackendSettings, Settings
-from services.backends.base import Backend
+from services.backends.base import Backend, BackendTools
 from services.backends.openai_wire import (
     ChatChunkReader,
     TextChunkReader,
@@ -26,26 +26,24 @@ from services.backends.openai_wire import (
     to_chat_body,
     to_text_body,
 )
-from services.errors import (
+from services.backends.responses_upstream import (
+    ResponsesStreamReader,
+    as_dict,
+    chat_to_responses,
+    responses_to_result,
+)
+from services.common.finite_numbers import finite_float, token_count
+from services.common.ndjson import loads
+from services.common.outbound import FetchPolicy
+from services.common.sse import iter_sse
+from services.core.errors import (
     GatewayError,
     ModelNotFoundError,
     RateLimitError,
     UpstreamError,
     UpstreamUnavailableError,
 )
-from services.finite_numbers import finite_float, token_count
-from services.images import ImageLoader
-from services.kv_store import StoreFactory
-from services.ndjson import loads
-from services.outbound import FetchPolicy
-from services.responses_convert import (
-    ResponsesStreamReader,
-    as_dict,
-    chat_to_responses,
-    responses_to_result,
-)
-from services.sse import iter_sse
-from services.types import (
+from services.core.types import (
     CallContext,
     ChatDelta,
     ChatRequest,
@@ -148,10 +146,8 @@ class OpenAICompatBackend(Backend):
     type = "openai"
     label = "OpenAI-compatible"
 
-    def __init__(
-        self, settings: BackendSettings, shared: Settings, images: ImageLoader, stores: StoreFactory
-    ) -> None:
-        super().__init__(settings, shared, images, stores)
+    def __init__(self, settings: BackendSettings, shared: Settings, tools: BackendTools) -> None:
+        super().__init__(settings, shared, tools)
         self.api = settings.api
         self.max_tokens_field = settings.max_tokens_field
         self.passthrough = settings.passthrough

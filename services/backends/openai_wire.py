@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.errors import UpstreamError
-from services.openai_render import render_message
-from services.responses_convert import as_dict, as_int, as_str, read_usage
-from services.types import (
+from services.backends.responses_upstream import as_dict, as_int, as_str, read_usage
+from services.core.errors import UpstreamError
+from services.core.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
@@ -20,6 +19,7 @@ from services.types import (
     ToolCall,
     Usage,
 )
+from services.faces.chat_reply import render_message
 
 
 def to_chat_body(req: ChatRequest, stream: bool) -> dict[str, Any]:

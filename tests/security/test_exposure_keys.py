@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services import keyfile
+from services.access import keyfile
 from tests.conftest import wait_until, write_config
 
 ALICE = "sk-exposure-alice-0123456789"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.backends.dify_conversations import MAX_CONVERSATION_ID_CHARS, rememberable
-from services.byte_lru import ENTRY_OVERHEAD, ByteLRU
+from services.backends.dify.conversations import MAX_CONVERSATION_ID_CHARS, rememberable
+from services.common.byte_lru import ENTRY_OVERHEAD, ByteLRU
 
 
 class Clock:

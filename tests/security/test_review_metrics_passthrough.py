@@ -12,7 +12,7 @@ import requests
 from tests.conftest import API_KEY
 from tests.security.passthrough_setup import passthrough_config, serve_chat_upstream
 
-MAX_MODEL_LABELS = 100  # services/metrics.py
+MAX_MODEL_LABELS = 100  # services/common/metrics.py
 
 
 @pytest.fixture(scope="module")

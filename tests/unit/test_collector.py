@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.collector import collect, recording
-from services.errors import UpstreamError
-from services.types import ChatDelta, ToolCall, Usage
+from services.core.collector import collect, recording
+from services.core.errors import UpstreamError
+from services.core.types import ChatDelta, ToolCall, Usage
 
 
 def fragments():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.file_store import ALLOWED, FileRefusedError, LastingFiles, LocalFileStore
+from services.state.file_store import ALLOWED, FileRefusedError, LastingFiles, LocalFileStore
 
 
 @pytest.fixture

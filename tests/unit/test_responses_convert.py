@@ -6,14 +6,14 @@ import pytest
 
 import config
 from services.backends.openai_wire import ChatChunkReader
-from services.errors import UpstreamError
-from services.openai_format import parse_chat_request
-from services.responses_convert import (
+from services.backends.responses_upstream import (
     ResponsesStreamReader,
     chat_to_responses,
     responses_to_result,
 )
-from services.types import ChatDelta, ToolCall, Usage
+from services.core.errors import UpstreamError
+from services.core.types import ChatDelta, ToolCall, Usage
+from services.faces.chat_request import parse_chat_request
 
 USER = [{"role": "user", "content": "Hi"}]
 

@@ -1,9 +1,9 @@
-"""The token estimate for replies whose upstream gave no usage (services/usage_estimate.py)."""
+"""The token estimate for replies whose upstream gave no usage (services/core/usage_estimate.py)."""
 
 from __future__ import annotations
 
-from services.types import ChatDelta, ChatRequest, ChatResult, Message, Usage
-from services.usage_estimate import chat_prompt_tokens, complete_usage, fill_usage
+from services.core.types import ChatDelta, ChatRequest, ChatResult, Message, Usage
+from services.core.usage_estimate import chat_prompt_tokens, complete_usage, fill_usage
 
 
 def deltas(*items: ChatDelta):

@@ -1,0 +1,107 @@
+"""The app-scoped services, built once per process in create_app()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from config import Settings
+from services.access.keys import KeyStore
+from services.backends import build_backends
+from services.backends.base import BackendTools
+from services.backends.image_inputs import ImageLoader
+from services.common.metrics import Metrics
+from services.core.backend_status import BackendStatus
+from services.core.backpressure import Gate, Gates
+from services.core.router import Router
+from services.state.file_store import LastingFiles
+from services.state.kv_store import Budget, StoreFactory
+from services.state.lasting_files import build_lasting_files
+from services.state.redis_client import RedisLink, connect
+from services.state.reply_cache import CacheLimits, ReplyCache, build_cache
+from services.state.response_store import ResponseStore
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    router: Router
+    keys: KeyStore
+    responses: ResponseStore
+    metrics: Metrics
+    cache: ReplyCache
+    status: BackendStatus  # what / and /ready show: backend states, cached for a few seconds
+    redis: RedisLink | None = None
+    gates: Gates = field(default_factory=lambda: Gates({}))
+    files: LastingFiles | None = None  # GET /files serves what the backends kept
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Wire the services together from the settings."""
+    images = ImageLoader(settings)
+    redis = connect(settings.redis)
+    stores = StoreFactory(redis)
+    metrics = Metrics(settings.metrics_dir)
+    # A request waits for an identical one in flight at most as long as a backend may take.
+    wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
+    files = build_lasting_files(settings)  # one store, shared by the backends and GET /files
+    router = Router(build_backends(settings, BackendTools(images, stores, files)))
+    return Gateway(
+        settings=settings,
+        router=router,
+        keys=KeyStore(
+            settings.api_keys,
+            settings.access.keys,
+            defaults=settings.access.limits,
+            source=settings.config_file,
+        ),
+        responses=_responses(settings, stores),
+        metrics=metrics,
+        cache=build_cache(_cache_limits(settings), redis, wait),
+        redis=redis,
+        gates=_gates(settings, metrics),
+        status=BackendStatus(router, settings.status_cache_seconds),
+        files=files,
+    )
+
+
+def _responses(settings: Settings, stores: StoreFactory) -> ResponseStore:
+    """Stored Responses, bounded in bytes per worker, per key and per conversation."""
+    budget = Budget(settings.responses_max_bytes, settings.responses_max_bytes_per_key)
+    store = stores.make("responses", settings.response_ttl, budget)
+    return ResponseStore(store, settings.responses_max_conversation_bytes)
+
+
+def _cache_limits(settings: Settings) -> CacheLimits:
+    access = settings.access
+    return CacheLimits(
+        access.cache_ttl,
+        access.cache_max_entries,
+        access.cache_max_bytes,
+        access.cache_max_entry_bytes,
+    )
+
+
+def _gates(settings: Settings, metrics: Metrics) -> Gates:
+    """A backpressure gate for each backend with a limit, reporting to the metrics."""
+
+    def reporter(name: str) -> Callable[[int, int], None]:
+        def report(in_flight: int, queued: int) -> None:
+            metrics.backend_in_flight.labels(name).set(in_flight)
+            metrics.backend_queued.labels(name).set(queued)
+
+        return report
+
+    return Gates(
+        {
+            b.name: Gate(
+                f"{b.type.capitalize()} backend '{b.name}'",
+                b.max_in_flight,
+                b.max_queue,
+                b.queue_timeout,
+                reporter(b.name),
+            )
+            for b in settings.backends
+            if b.max_in_flight > 0
+        }
+    )

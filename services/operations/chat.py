@@ -1,0 +1,35 @@
+"""Chat use cases on the core pipeline: a whole turn, or a primed stream, through the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.core import pipeline
+from services.core.gateway import Gateway
+from services.core.pipeline import Call, Outcome, Streamed
+from services.core.types import ChatDelta, ChatRequest, ChatResult
+from services.core.usage_estimate import chat_prompt_tokens, complete_usage, fill_usage
+from services.operations.chat_cache import CHAT_CODEC, chat_cache_key
+
+
+def complete(gw: Gateway, call: Call, req: ChatRequest) -> Outcome[ChatResult]:
+    """Run a whole chat turn on the call's backend, or answer it from the cache."""
+    out = pipeline.run(
+        gw,
+        call,
+        lambda backend: chat_cache_key(backend, req, call.policy),
+        CHAT_CODEC,
+        lambda backend: complete_usage(backend.chat(req, call.ctx), chat_prompt_tokens(req)),
+    )
+    return dataclasses.replace(out, headers=out.result.headers, usage=out.result.usage)
+
+
+def stream(gw: Gateway, call: Call, req: ChatRequest) -> Streamed[ChatDelta]:
+    """Start a streamed turn: a cached reply replayed, or a live one (primed) that fills it."""
+    return pipeline.cached_stream(
+        gw,
+        call,
+        lambda: chat_cache_key(call.backend, req, call.policy),
+        CHAT_CODEC,
+        lambda backend: fill_usage(backend.stream_chat(req, call.ctx), chat_prompt_tokens(req)),
+    )

@@ -1,0 +1,65 @@
+"""Chat replies in the reply cache: the key of a request, and the stored form of a reply.
+
+services/operations/chat.py runs chat through the core pipeline (services/core/pipeline.py)
+with these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from services.backends.base import Backend
+from services.common.unicode_text import escape_surrogates
+from services.core.pipeline import cacheable, replay
+from services.core.types import ChatRequest, ChatResult, ToolCall, Usage
+from services.state.reply_cache import CachePolicy, Codec, cache_key
+
+# Request fields that cannot change the answer, left out of the cache key.
+_INERT = {"stream", "include_usage", "user"}
+_INERT_EXTRA = {"metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+
+
+def chat_payload(req: ChatRequest) -> dict[str, Any]:
+    """The part of a chat request that decides its answer."""
+    payload = {k: v for k, v in dataclasses.asdict(req).items() if k not in _INERT}
+    payload["extra"] = {k: v for k, v in req.extra.items() if k not in _INERT_EXTRA}
+    return payload
+
+
+def _encode(result: ChatResult) -> bytes:
+    data = dataclasses.asdict(result)
+    del data["headers"]  # a backend's response headers belong to that one call
+    text = json.dumps(data, ensure_ascii=False)
+    return escape_surrogates(text).encode()  # an upstream's lone surrogate, escaped
+
+
+def _decode(raw: bytes) -> ChatResult:
+    return result_from_dict(json.loads(raw))
+
+
+def result_from_dict(data: dict[str, Any]) -> ChatResult:
+    """Rebuild a ChatResult from its dataclasses.asdict() form."""
+    data["tool_calls"] = tuple(ToolCall(**c) for c in data["tool_calls"])
+    data["usage"] = Usage(**data["usage"])
+    return ChatResult(**data)
+
+
+# A reply cut off by the token limit is not stored: asking again with more room should work.
+CHAT_CODEC = Codec(_encode, _decode, lambda r: r.finish_reason != "length")
+
+
+def chat_cache_key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> str:
+    """The reply cache's key for a chat request on a backend, within the policy's tenant."""
+    return cache_key("chat.completions", policy.tenant, backend.name, chat_payload(req))
+
+
+__all__ = [
+    "CHAT_CODEC",
+    "cacheable",
+    "chat_cache_key",
+    "chat_payload",
+    "replay",
+    "result_from_dict",
+]
