@@ -8,7 +8,6 @@ from flask import Flask
 from loguru import logger
 
 import config
-from blueprints import register_blueprints
 from blueprints.access_log import register_access_log
 from blueprints.auth import register_identity
 from blueprints.cache_control import register_cache_control
@@ -17,6 +16,7 @@ from blueprints.error_handlers import register_error_handlers
 from blueprints.key_requests import register_key_requests
 from blueprints.limits import register_limits
 from blueprints.request_body import register_request_bodies
+from blueprints.routes import register_blueprints
 from blueprints.strict_json import StrictJSONProvider
 from relay_keys import keys as keys_command
 from services.common.log_setup import configure_logging

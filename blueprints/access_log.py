@@ -9,8 +9,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 from loguru import logger
 
-from blueprints import gateway
 from blueprints.access_record import AccessRecord, access
+from blueprints.context import gateway
 from blueprints.metrics import record_request
 from services.common.log_setup import cut, one_field
 from services.common.metrics import Metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
-from blueprints import gateway
+from blueprints.context import gateway
 from services.access.ratelimit import API_PREFIXES
 from services.core.errors import AuthenticationError
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, g, jsonify
 
-from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
+from blueprints.context import call_context, gateway, json_body
 from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.core.pipeline import Streamed

@@ -6,8 +6,8 @@ import hmac
 
 from flask import request
 
-from blueprints import gateway
 from blueprints.auth import presented_secret
+from blueprints.context import gateway
 from services.access.keys import ApiKey
 from services.core.errors import AuthenticationError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
-from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
+from blueprints.context import call_context, gateway, json_body
 from services.core import pipeline
 from services.core.types import Usage
 from services.faces.embeddings import parse_embedding_request, render_embedding_list

@@ -1,6 +1,11 @@
-"""Every error, ours or Flask's, leaves as the OpenAI envelope with the right status."""
+"""Every error, ours or Flask's, leaves in the envelope of the face the caller speaks.
+
+The face is chosen by path (`_FACES`): OpenAI's envelope unless a face claims the path.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
 from loguru import logger
@@ -17,12 +22,27 @@ from services.core.errors import (
 )
 
 
-def render_error(error: GatewayError) -> Response:
+def render_openai_error(error: GatewayError) -> Response:
     response = jsonify(error.to_dict())
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
     return response
+
+
+Renderer = Callable[[GatewayError], Response]
+
+# (does this path belong to the face?, its error renderer); the first match wins.
+_FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = ()
+
+
+def render_error(error: GatewayError) -> Response:
+    """Render an error in the envelope of the face this request's path belongs to."""
+    path = request.path
+    for belongs, render in _FACES:
+        if belongs(path):
+            return render(error)
+    return render_openai_error(error)
 
 
 def _from_http(e: HTTPException) -> GatewayError:

@@ -5,17 +5,14 @@ browser from treating them as anything but the kept type.
 
 from __future__ import annotations
 
-import re
+from flask import Blueprint, Response, send_file
 
-from flask import Blueprint, Response, current_app, request, send_file
-
-from blueprints import gateway
+from blueprints.context import gateway
 from services.core.errors import NotFoundError
 from services.state.file_store import LastingFiles
 
 bp = Blueprint("files", __name__)
 ONE_YEAR = 365 * 24 * 3600
-HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def lasting_files() -> LastingFiles | None:
@@ -40,24 +37,3 @@ def retrieve_file(name: str) -> Response:
         resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     resp.headers["Cross-Origin-Resource-Policy"] = "cross-origin"  # chat UIs embed these
     return resp
-
-
-def public_base_url() -> str:
-    """Return RELAY_PUBLIC_URL, else the URL the caller reached Relay at, as a trusted proxy
-    reports it. Host and X-Forwarded-Host are the client's to choose, so links that outlive
-    the request (kept files) should come from RELAY_PUBLIC_URL (docs/backends.md "Files that
-    last")."""
-    configured = current_app.extensions["relay"].settings.public_url
-    if configured:
-        return str(configured)
-    scheme, host = request.scheme, request.host
-    if "relay.proxy_addr" in request.environ:  # came through a trusted proxy (client_address)
-        scheme = _first(request.headers.get("X-Forwarded-Proto")) or scheme
-        host = _first(request.headers.get("X-Forwarded-Host")) or host
-    if scheme not in ("http", "https") or not HOST.fullmatch(host):
-        return ""  # links stay relative rather than carry a malformed host
-    return f"{scheme}://{host}{request.script_root}"
-
-
-def _first(value: str | None) -> str:
-    return (value or "").split(",", 1)[0].strip()

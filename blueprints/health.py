@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from blueprints import gateway
+from blueprints.context import gateway
 from blueprints.credentials import admin_token_presented
 from blueprints.status_limit import limit_status_page
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from blueprints import gateway
+from blueprints.context import gateway
 from blueprints.credentials import admin_token_presented, key_presented
 from blueprints.status_limit import limit_status_page
 from services.core.service_info import describe

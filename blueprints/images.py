@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
+from blueprints.context import call_context, gateway, json_body
 from services.core import pipeline
 from services.faces.images import parse_image_request, render_images
 from services.operations import image_generation

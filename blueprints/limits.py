@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 from flask_limiter import RateLimitExceeded
 
-from blueprints import gateway
 from blueprints.access_record import access
+from blueprints.context import gateway
 from blueprints.error_handlers import render_error  # the one error renderer
 from services.access import ratelimit
 from services.access.keys import ApiKey

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from blueprints import gateway
 from blueprints.access_record import AccessRecord
+from blueprints.context import gateway
 from blueprints.credentials import admin_token_presented
 from services.common.metrics import Metrics
 from services.core.errors import PermissionDeniedError

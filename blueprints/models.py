@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g
 from werkzeug.routing import PathConverter
 
-from blueprints import gateway
-from services.access.keys import require_model, visible_models
+from blueprints.context import gateway
+from services.access.keys import authorize_model, visible_models
 from services.faces.chat_reply import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
@@ -29,5 +29,5 @@ class ModelIdConverter(PathConverter):
 # merge_slashes=False: `//models/x.gguf` is that id, not a redirect to another path.
 @bp.get("/models/<model_id:model_id>", merge_slashes=False)
 def retrieve_model(model_id: str) -> dict[str, object]:
-    require_model(g.api_key, model_id)
+    authorize_model(g.api_key, model_id)
     return render_model(gateway().router.find_model(model_id))

@@ -13,8 +13,8 @@ from typing import IO
 
 from flask import Blueprint, Response, g, request
 
-from blueprints import gateway
 from blueprints.access_record import access
+from blueprints.context import gateway
 from blueprints.request_body import body_stream
 from services.core.errors import InvalidRequestError
 from services.operations.passthrough_body import check_json, is_json, looks_like_json, read_bounded

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from blueprints import call_context, gateway, json_body
 from blueprints.access_record import access
+from blueprints.context import call_context, gateway, json_body
 from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.faces.chat_reply import StreamStats

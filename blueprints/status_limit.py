@@ -12,7 +12,7 @@ import time
 from flask import request
 from limits import RateLimitItemPerMinute
 
-from blueprints import gateway
+from blueprints.context import gateway
 from services.access.ratelimit import go_duration, limiter, retry_after
 from services.core.errors import RateLimitError
 from services.state.redis_client import RedisError

@@ -22,12 +22,12 @@ from services.faces.chat_reply import StreamStats
 KEEPALIVE = b": keep-alive\n\n"
 
 
-def sse_response(frames: Iterator[bytes]) -> Response:
+def sse_response(frames: Iterator[bytes], mimetype: str = "text/event-stream") -> Response:
     # No Content-Length: gunicorn sends it chunked, frame by frame. X-Accel-Buffering stops
     # nginx from holding the stream back.
     return Response(
         frames,
-        mimetype="text/event-stream",
+        mimetype=mimetype,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -41,8 +41,14 @@ def stream_reply(
     opened: Opened,
     failed: Callable[[Iterator[Any], StreamStats], Iterator[bytes]],
     interval: float,
+    *,
+    keepalive: bytes | None = KEEPALIVE,
+    mimetype: str = "text/event-stream",
 ) -> Response:
     """The one way a view streams: keep-alive, priming, cut-off, and the access record.
+
+    Each face says what it writes during silences (`keepalive`: an SSE comment by default, a
+    face's own ping event, or None to stay silent, as NDJSON clients expect) and its media type.
 
     `opened` runs the core and frames its deltas (in the pump under keep-alive); `failed`
     frames a stream that failed after the headers went out. The outcome's backend, cache
@@ -52,12 +58,12 @@ def stream_reply(
     """
     stats = record.stats = StreamStats()
     started, frames = start_stream(
-        lambda: opened(stats), lambda e: failed(failing(e), stats), interval
+        lambda: opened(stats), lambda e: failed(failing(e), stats), interval, keepalive
     )
     record.took(
         started.backend if started else call.backend.name, started.cache if started else None
     )
-    response = sse_response(frames)
+    response = sse_response(frames, mimetype)
     if started is not None:
         response.headers.update(started.headers)
     return response
@@ -67,6 +73,7 @@ def start_stream(
     start: Callable[[], Streamed[bytes]],
     fail: Callable[[GatewayError], Iterator[bytes]],
     interval: float,
+    keepalive: bytes | None = KEEPALIVE,
 ) -> tuple[Streamed[bytes] | None, Iterator[bytes]]:
     """Start a stream; keep it alive with comments while it is silent.
 
@@ -82,7 +89,7 @@ def start_stream(
     if isinstance(first, BaseException):
         raise first
     head = first.outcome if isinstance(first, _Started) else None
-    return head, _Relay(pump, _relay(pump, first, fail, interval))
+    return head, _Relay(pump, _relay(pump, first, fail, interval, keepalive))
 
 
 def failing(error: GatewayError) -> Iterator[Any]:
@@ -123,13 +130,18 @@ class _Relay:
 
 
 def _relay(
-    pump: _Pump, first: object, fail: Callable[[GatewayError], Iterator[bytes]], interval: float
+    pump: _Pump,
+    first: object,
+    fail: Callable[[GatewayError], Iterator[bytes]],
+    interval: float,
+    keepalive: bytes | None,
 ) -> Iterator[bytes]:
     try:
         item = first
         while item is not _END:
             if item is _SILENT:
-                yield KEEPALIVE
+                if keepalive:
+                    yield keepalive
             elif isinstance(item, GatewayError):  # the stream failed to start, headers are out
                 yield from fail(item)
                 return

@@ -53,7 +53,7 @@ def test_only_wsgi_imports_gevent():
             assert "gevent" not in imported_modules(path), path
 
 
-# The layers, lowest first (docs/design.md "Layout"). A module may import its own layer or a lower
+# The layers, lowest first (docs/design.md §2). A module may import its own layer or a lower
 # one, never a higher one; the longest matching prefix names a module's layer.
 LAYERS: dict[str, int] = {
     "settings": 0,

@@ -65,7 +65,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def require_model(key: ApiKey, model: str) -> None:
+def authorize_model(key: ApiKey, model: str) -> None:
     """Raise PermissionDeniedError (403) when the key may not use the model."""
     if not key.allows(model):
         raise PermissionDeniedError(

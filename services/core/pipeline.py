@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from services.access.keys import ApiKey, require_model
+from services.access.keys import ApiKey, authorize_model
 from services.backends.base import Backend
 from services.core.collector import recording
 from services.core.errors import GatewayError
@@ -80,7 +80,7 @@ def cacheable(backend: Backend, ctx: CallContext, policy: CachePolicy) -> CacheP
 
 def open_call(gw: Gateway, model: str, key: ApiKey, ctx: CallContext, policy: CachePolicy) -> Call:
     """Authorise the model for the key and resolve its route: a request's only resolution."""
-    require_model(key, model)
+    authorize_model(key, model)
     backend = gw.router.resolve(model, ctx)
     return Call(key, ctx, cacheable(backend, ctx, policy), backend)
 

@@ -50,7 +50,7 @@ _KNOWN = {
 
 def parse_chat_request(body: Any) -> ChatRequest:
     """Validate an OpenAI chat request body and turn it into a ChatRequest."""
-    model = require_model(body)
+    model = requested_model(body)
     check_extension_fields(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -301,7 +301,7 @@ def _parse_reasoning_effort(body: Mapping[str, Any]) -> str | None:
     return effort  # type: ignore[no-any-return]
 
 
-def require_model(body: Any) -> str:
+def requested_model(body: Any) -> str:
     """Check that the body is a JSON object naming a model; return the model name."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")

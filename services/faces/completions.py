@@ -22,7 +22,7 @@ from services.faces.chat_request import (
     opt_number,
     parse_include_usage,
     parse_stop,
-    require_model,
+    requested_model,
 )
 from services.faces.extension_fields import COMPLETION_FIELDS, check_extension_fields
 
@@ -66,7 +66,7 @@ class CompletionRequest:
 
 def parse_completion_request(body: Any) -> CompletionRequest:
     """Validate an OpenAI completions body and turn it into one TextRequest per prompt."""
-    model = require_model(body)
+    model = requested_model(body)
     check_extension_fields(body, COMPLETION_FIELDS)
     prompts = _parse_prompt(body.get("prompt"))
     for name in ("n", "best_of"):

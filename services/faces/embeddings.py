@@ -12,7 +12,7 @@ from typing import Any
 
 from services.core.errors import InvalidRequestError, UpstreamError
 from services.core.types import EmbeddingRequest, EmbeddingResult
-from services.faces.chat_request import opt_int, require_model
+from services.faces.chat_request import opt_int, requested_model
 from services.faces.extension_fields import EMBEDDING_FIELDS, check_extension_fields
 
 ENCODINGS = ("float", "base64")
@@ -27,7 +27,7 @@ _KNOWN = {"model", "input", "encoding_format", "dimensions", "user"}
 
 def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
     """Validate an OpenAI embeddings body; return the request and the encoding asked for."""
-    model = require_model(body)
+    model = requested_model(body)
     check_extension_fields(body, EMBEDDING_FIELDS)
     encoding = body.get("encoding_format")
     encoding = "float" if encoding is None else str(encoding).lower()

@@ -15,7 +15,7 @@ from typing import Any
 
 from services.core.errors import InvalidRequestError
 from services.core.types import GeneratedImage, ImageRequest
-from services.faces.chat_request import opt_int
+from services.faces.chat_request import opt_int, requested_model
 from services.faces.extension_fields import IMAGE_FIELDS, check_extension_fields
 
 SCHEDULERS = ("DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "PNDM")
@@ -118,11 +118,7 @@ def parse_image_request(body: Any, headers: Mapping[str, str]) -> ImageRequest:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     check_extension_fields(body, IMAGE_FIELDS)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
-        )
+    model = requested_model(body)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequestError(
@@ -148,7 +144,7 @@ def parse_image_request(body: Any, headers: Mapping[str, str]) -> ImageRequest:
         )
     user = body.get("user")
     return ImageRequest(
-        model=model.strip(),
+        model=model,
         prompt=prompt,
         n=n or outputs or 1,
         size=size,

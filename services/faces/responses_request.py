@@ -23,6 +23,7 @@ from services.faces.chat_request import (
     opt_bool,
     opt_int,
     opt_number,
+    requested_model,
 )
 from services.faces.extension_fields import RESPONSES_FIELDS, check_extension_fields
 
@@ -55,11 +56,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     check_extension_fields(body, RESPONSES_FIELDS)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
-        )
+    model = requested_model(body)
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise InvalidRequestError("'instructions' must be a string.", param="instructions")
@@ -79,7 +76,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     store = opt_bool(body, "store")
     parallel = opt_bool(body, "parallel_tool_calls")
     chat = ChatRequest(
-        model=model.strip(),
+        model=model,
         messages=(),
         stream=stream,
         temperature=opt_number(body, "temperature", 0, 2),

@@ -11,7 +11,7 @@ import json
 import math
 from typing import IO, Any
 
-from services.access.keys import ApiKey, require_model
+from services.access.keys import ApiKey, authorize_model
 from services.common.json_keys import check_top_level_keys
 from services.common.json_limits import MAX_JSON_DEPTH, nested_deeper_than
 from services.common.unicode_text import check_no_lone_surrogates
@@ -80,7 +80,7 @@ def check_json(body: bytes, key: ApiKey) -> str | None:
     model = value["model"]
     if not isinstance(model, str):
         raise InvalidRequestError("`model` must be a string.", param="model")
-    require_model(key, model)
+    authorize_model(key, model)
     return model
 
 

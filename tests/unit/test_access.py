@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 import config
-import settings.access
+from settings import access as access_settings
 from services.access import keyfile
 from services.access.keys import ApiKey, KeyStore, digest
 from services.access.ratelimit import go_duration, limit_string, retry_after
@@ -41,8 +41,8 @@ def test_retry_after_is_between_one_and_sixty_seconds():
 
 
 def test_limit_strings_leave_out_unlimited_windows():
-    assert limit_string(settings.access.Limits(60, 0, 1000, 5)) == "60/minute;1000/day"
-    assert limit_string(settings.access.Limits(0, 0, 0, 0)) == ""
+    assert limit_string(access_settings.Limits(60, 0, 1000, 5)) == "60/minute;1000/day"
+    assert limit_string(access_settings.Limits(0, 0, 0, 0)) == ""
 
 
 def test_cache_control_directives():
@@ -126,14 +126,14 @@ def test_key_tool_edits_keep_the_file_and_write_only_digests(tmp_path):
     keyfile.set_enabled(path, "team-a", False)
     doc = tomllib.loads(file.read_text())
     assert doc["keys"]["team-a"]["enabled"] is False and doc["keys"]["team-b"]["enabled"] is True
-    (a, b) = settings.access.read_keys(path, {})
+    (a, b) = access_settings.read_keys(path, {})
     assert a.name == "team-a" and a.limits.requests_per_minute == 5 and a.models == ("llama*",)
     assert a.expires == datetime(2027, 1, 1, tzinfo=UTC) and not a.enabled
     with pytest.raises(config.ConfigError):
         keyfile.create_key(path, "team-b")
     with pytest.raises(config.ConfigError):
         keyfile.create_key(path, "bad name")
-    store = KeyStore((), settings.access.read_keys(path, {}))
+    store = KeyStore((), access_settings.read_keys(path, {}))
     with pytest.raises(Exception, match="revoked"):
         store.authenticate(secret)
 
@@ -155,5 +155,5 @@ def test_new_settings_fail_with_one_line_naming_them(env, message):
 def test_named_keys_close_open_access():
     settings = config.load({"RELAY_ENV_FILE": ""})
     assert settings.open_access
-    named = settings.access.AccessSettings(keys=(settings.access.KeySettings("a", "0" * 64),))
+    named = access_settings.AccessSettings(keys=(access_settings.KeySettings("a", "0" * 64),))
     assert not config.replace(settings, access=named).open_access

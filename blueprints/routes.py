@@ -1,0 +1,54 @@
+"""Build the route tree: the /v1 blueprints, the /api alias, and the unauthenticated pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from blueprints import (
+    auth,
+    chat,
+    completions,
+    cors,
+    embeddings,
+    files,
+    health,
+    home,
+    images,
+    metrics,
+    models,
+    openapi,
+    passthrough,
+    responses,
+)
+
+
+def register_blueprints(app: Flask) -> None:
+    app.url_map.converters["model_id"] = models.ModelIdConverter
+    v1 = Blueprint("v1", __name__, url_prefix="/v1")
+    v1.before_request(auth.require_api_key)
+    _register_text_endpoints(app, v1)
+    v1.register_blueprint(chat.bp)
+    v1.register_blueprint(models.bp)
+    v1.register_blueprint(responses.bp)
+    v1.register_blueprint(images.bp)
+    if app.extensions["relay"].router.passthrough_backend() is not None:
+        v1.register_blueprint(passthrough.bp)
+    app.register_blueprint(v1)
+    # The path the Express Ollama service served; the same view, keys and limits
+    # (docs/configuration.md "Migrating from other tools").
+    alias = Blueprint("api_alias", __name__, url_prefix="/api")
+    alias.before_request(auth.require_api_key)
+    alias.register_blueprint(chat.bp, name="api_chat")
+    app.register_blueprint(alias)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(files.bp)
+
+
+def _register_text_endpoints(app: Flask, v1: Blueprint) -> None:
+    """Add /v1/completions and /v1/embeddings, and CORS when origins are configured."""
+    v1.register_blueprint(completions.bp)
+    v1.register_blueprint(embeddings.bp)
+    cors.register_cors(app, app.extensions["relay"].settings.cors_origins)
