@@ -19,6 +19,7 @@ from blueprints.request_body import register_request_bodies
 from blueprints.routes import register_blueprints
 from blueprints.strict_json import StrictJSONProvider
 from relay_keys import keys as keys_command
+from relay_usage import usage as usage_command
 from services.common.log_setup import configure_logging
 from services.core.gateway import build_gateway
 
@@ -42,6 +43,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_request_bodies(app)  # after identify_caller: uploads are counted per key
     register_key_requests(app)  # after identify_caller: requests in flight, per key
     app.cli.add_command(keys_command)
+    app.cli.add_command(usage_command)
     register_blueprints(app)
     register_error_handlers(app)
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from settings.backends import (
     file_settings,
 )
 from settings.environment import read_environment
+from settings.usage import UsageSettings, usage_settings
 from settings.values import (
     LOG_LEVELS,
     ConfigError,
@@ -87,6 +88,7 @@ class Settings:
     # Keys, limits, reply cache and Redis: their settings live in settings/access.py.
     access: AccessSettings = field(default_factory=AccessSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)  # the usage ledger (issue 15)
 
     @property
     def open_access(self) -> bool:
@@ -216,6 +218,22 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "seconds of upstream silence before a stream gets a `: keep-alive` comment; 0: off",
         "15",
     ),
+    # The usage ledger (issue 15)
+    "RELAY_USAGE": ("record every API request in the usage ledger; off writes nothing", "on"),
+    "RELAY_DATABASE_URL": (
+        "the ledger's database (SQLite file; PostgreSQL later)",
+        "sqlite:///data/relay.db",
+    ),
+    "RELAY_USAGE_RETENTION_DAYS": ("days raw usage records are kept; 0 keeps them forever", "90"),
+    "RELAY_USAGE_DAILY_RETENTION_DAYS": (
+        "days the daily usage roll-ups are kept; 0 keeps them forever",
+        "0",
+    ),
+    "RELAY_USAGE_QUEUE": (
+        "usage records waiting to be written, per worker; past it they are dropped and counted",
+        "10000",
+    ),
+    "RELAY_USAGE_FLUSH_SECONDS": ("how often each worker writes its queued usage records", "1"),
 }
 
 
@@ -322,6 +340,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
         access=access_settings(env, doc),
         redis=redis_settings(env, doc),
+        usage=usage_settings(env, doc),
     )
     return settings
 

@@ -12,9 +12,11 @@ from loguru import logger
 from blueprints.access_record import AccessRecord, access
 from blueprints.context import gateway
 from blueprints.metrics import record_request
+from blueprints.usage_record import usage_record
 from services.common.log_setup import cut, one_field
 from services.common.metrics import Metrics
 from services.core.types import Usage, new_id
+from services.usage.ledger import Ledger
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -39,21 +41,23 @@ def _finish(response: Response) -> Response:
         status=response.status_code,
         started=g.get("started", time.perf_counter()),
     )
-    metrics = gateway().metrics
+    metrics, ledger = gateway().metrics, gateway().usage
     if response.is_streamed:
         metrics.streams.inc()
 
         def on_close() -> None:
             metrics.streams.dec()
-            _write(line, fields, metrics)
+            _write(line, fields, metrics, ledger)
 
         response.call_on_close(on_close)
     else:
-        _write(line, fields, metrics)
+        _write(line, fields, metrics, ledger)
     return response
 
 
-def _write(line: dict[str, Any], fields: AccessRecord, metrics: Metrics) -> None:
+def _write(
+    line: dict[str, Any], fields: AccessRecord, metrics: Metrics, ledger: Ledger | None
+) -> None:
     # Runs after the request context is gone for streams: use only what was captured.
     seconds = time.perf_counter() - line["started"]
     stats = fields.stats
@@ -101,6 +105,10 @@ def _write(line: dict[str, Any], fields: AccessRecord, metrics: Metrics) -> None
     )
     first_token = stats.first_token - line["started"] if stats and stats.first_token else None
     record_request(metrics, line, fields, seconds, usage, first_token)
+    if ledger is not None:
+        record = usage_record(line, fields, seconds, usage, first_token)
+        if record is not None:
+            ledger.submit(record)
 
 
 def register_access_log(app: Flask) -> None:

@@ -24,6 +24,9 @@ class AccessRecord:
     cache: str | None = None  # HIT, MISS or BYPASS (also the X-Cache header); None: not asked
     limited: str | None = None  # the error type of a limit Relay itself refused with
     routed: bool = True  # False: the router did not pick the backend (pass-through)
+    error_type: str | None = None  # the error the request was answered with (its envelope's)
+    error_code: str | None = None
+    abandoned: bool = False  # a stream its client left before the end
 
     def took(self, backend: str, cache: str | None = None, usage: Usage | None = None) -> None:
         """Record the core's outcome: which backend answered, from the cache or not, its usage."""

@@ -38,6 +38,9 @@ _FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = ()
 
 def render_error(error: GatewayError) -> Response:
     """Render an error in the envelope of the face this request's path belongs to."""
+    record = g.get("access")
+    if record is not None:  # for the usage ledger
+        record.error_type, record.error_code = error.type, error.code
     path = request.path
     for belongs, render in _FACES:
         if belongs(path):

@@ -20,11 +20,16 @@ bp = Blueprint("metrics", __name__)
 UPSTREAM_KINDS = {502: "bad_reply", 503: "unavailable", 504: "timeout"}
 
 
-@bp.get("/metrics")
-def metrics() -> Response:
+def admin_allowed() -> bool:
+    """The admin pages' check (/metrics, /admin/usage): an allowed address or the admin token."""
     settings = gateway().settings
     allowed = _address_allowed(request.remote_addr or "", settings.metrics_allow)
-    if not allowed and not admin_token_presented():
+    return allowed or admin_token_presented()
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if not admin_allowed():
         raise PermissionDeniedError(
             "Metrics are served only to allowed addresses or with the admin token.",
             code="metrics_forbidden",

@@ -19,6 +19,7 @@ from blueprints import (
     openapi,
     passthrough,
     responses,
+    usage,
 )
 
 
@@ -31,6 +32,7 @@ def register_blueprints(app: Flask) -> None:
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     v1.register_blueprint(images.bp)
+    v1.register_blueprint(usage.own_bp)  # GET /v1/usage: the calling key's own usage
     if app.extensions["relay"].router.passthrough_backend() is not None:
         v1.register_blueprint(passthrough.bp)
     app.register_blueprint(v1)
@@ -42,6 +44,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(alias)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(usage.admin_bp)  # GET /admin/usage, guarded like /metrics
     app.register_blueprint(home.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(files.bp)

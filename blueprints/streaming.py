@@ -63,10 +63,34 @@ def stream_reply(
     record.took(
         started.backend if started else call.backend.name, started.cache if started else None
     )
-    response = sse_response(frames, mimetype)
+    response = sse_response(_Watched(frames, record), mimetype)
     if started is not None:
         response.headers.update(started.headers)
     return response
+
+
+class _Watched:
+    """The response body, noting on the record a stream closed before its end: the client left."""
+
+    def __init__(self, frames: Iterator[bytes], record: AccessRecord) -> None:
+        self.frames, self.record, self.ended = frames, record, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self.frames)
+        except StopIteration:
+            self.ended = True
+            raise
+
+    def close(self) -> None:
+        # Runs before the response's on-close callbacks, which write the access record.
+        self.record.abandoned = not self.ended
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()
 
 
 def start_stream(

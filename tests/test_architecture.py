@@ -67,6 +67,7 @@ LAYERS: dict[str, int] = {
     "services.core.usage_estimate": 0,
     "services.faces": 1,
     "services.state": 1,
+    "services.usage": 1,
     "services.access": 2,
     "services.backends": 3,
     # The core's pipeline: it calls the backends.
@@ -75,6 +76,7 @@ LAYERS: dict[str, int] = {
     "blueprints": 6,
     "app": 7,
     "relay_keys": 7,
+    "relay_usage": 7,
     "wsgi": 8,
 }
 

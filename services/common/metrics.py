@@ -98,6 +98,17 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.usage_written = Counter(
+            "relay_usage_written",
+            "Usage records written to the ledger's database.",
+            registry=registry,
+        )
+        self.usage_dropped = Counter(
+            "relay_usage_dropped",
+            "Usage records lost: the worker's queue was full, or the database failed.",
+            ["reason"],
+            registry=registry,
+        )
         self.streams = Gauge(
             "relay_streams_in_flight",
             "Streams being sent right now.",

@@ -20,6 +20,7 @@ from services.state.lasting_files import build_lasting_files
 from services.state.redis_client import RedisLink, connect
 from services.state.reply_cache import CacheLimits, ReplyCache, build_cache
 from services.state.response_store import ResponseStore
+from services.usage.ledger import Ledger, build_ledger
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class Gateway:
     redis: RedisLink | None = None
     gates: Gates = field(default_factory=lambda: Gates({}))
     files: LastingFiles | None = None  # GET /files serves what the backends kept
+    usage: Ledger | None = None  # the usage ledger; None when RELAY_USAGE is off
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -62,6 +64,7 @@ def build_gateway(settings: Settings) -> Gateway:
         gates=_gates(settings, metrics),
         status=BackendStatus(router, settings.status_cache_seconds),
         files=files,
+        usage=build_ledger(settings.usage, metrics.usage_dropped, metrics.usage_written),
     )
 
 

@@ -1,0 +1,165 @@
+"""The per-worker writer: records wait on a bounded queue and a background thread writes them in
+batches, so no reply waits for the database (docs/design.md §9.1).
+
+Under gunicorn's gevent worker the thread is a greenlet (the worker patches `threading`). A full
+queue drops the record, counts it and logs once; the worker's exit writes what is queued.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+from loguru import logger
+
+from services.usage.record import UsageRecord
+from services.usage.store import UsageStore
+from settings.usage import UsageSettings
+
+BATCH = 500  # records per transaction
+PRUNE_EVERY = 3600.0  # seconds between two prunes by one worker
+
+
+class Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Counters(Protocol):
+    def labels(self, *values: str) -> Count: ...
+
+
+class Ledger:
+    """Takes records without waiting; writes them in the background."""
+
+    def __init__(
+        self,
+        store: UsageStore,
+        *,
+        queue_size: int,
+        flush_seconds: float,
+        retention_days: int,
+        daily_retention_days: int,
+        dropped: Counters,
+        written: Count,
+    ) -> None:
+        self.store = store
+        self._queue: queue.Queue[UsageRecord] = queue.Queue(queue_size)
+        self._flush_seconds = flush_seconds
+        self._retention = (retention_days, daily_retention_days)
+        self._dropped, self._written = dropped, written
+        self._stop = threading.Event()
+        self._writing = threading.Lock()  # one batch at a time: the thread or the exit flush
+        self._starting = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._dropping = False  # dropped since the last write: logged once
+        self._next_prune = 0.0
+
+    def submit(self, record: UsageRecord) -> None:
+        """Queue a record; when the queue is full, drop it (counted), never wait."""
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._dropped.labels("queue_full").inc()
+            if not self._dropping:
+                self._dropping = True
+                logger.warning(
+                    "usage ledger queue is full ({} records): dropping records until it drains"
+                    " (relay_usage_dropped counts them)",
+                    self._queue.maxsize,
+                )
+
+    def _start(self) -> None:
+        # The thread starts with the first record, in the process that serves: never in a
+        # gunicorn master, a CLI command or a test app that records nothing.
+        with self._starting:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="relay-usage-writer", daemon=True)
+            thread.start()
+            self._thread = thread
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_seconds):
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued now; return how many records were written."""
+        written = 0
+        with self._writing:
+            while True:
+                batch = self._take(BATCH)
+                if not batch:
+                    break
+                try:
+                    self.store.write(batch)
+                except Exception as e:  # the database failed: the batch is lost, and counted
+                    self._dropped.labels("write_failed").inc(len(batch))
+                    logger.error("usage ledger could not write {} records: {}", len(batch), _why(e))
+                    break
+                written += len(batch)
+                self._written.inc(len(batch))
+                self._dropping = False
+            self._prune()
+        return written
+
+    def _take(self, most: int) -> list[UsageRecord]:
+        batch: list[UsageRecord] = []
+        while len(batch) < most:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        raw, daily = self._retention
+        try:
+            deleted = self.store.prune(datetime.now(UTC).replace(tzinfo=None), raw, daily)
+        except Exception as e:
+            logger.error("usage ledger could not prune old records: {}", _why(e))
+            return
+        if deleted:
+            logger.info("usage ledger pruned {} records older than {} days", deleted, raw)
+
+    def close(self) -> None:
+        """Stop the writer and write what is still queued (the worker is exiting)."""
+        self._stop.set()
+        count = self.flush()
+        if count:
+            logger.info("usage ledger wrote {} queued records at exit", count)
+
+
+def _why(error: Exception) -> str:
+    # The driver's own error, without the statement and its values that SQLAlchemy adds.
+    cause = getattr(error, "orig", None) or error
+    return f"{type(cause).__name__}: {cause}"[:300]
+
+
+def build_ledger(settings: UsageSettings, dropped: Counters, written: Count) -> Ledger | None:
+    """The worker's ledger, its schema brought up to date; None when RELAY_USAGE is off."""
+    if not settings.enabled:
+        return None
+    store = UsageStore.open(settings.database_url)
+    applied = store.migrate()
+    if applied:
+        logger.info("usage ledger schema migrated to version {}", applied[-1])
+    return Ledger(
+        store,
+        queue_size=settings.queue_size,
+        flush_seconds=settings.flush_seconds,
+        retention_days=settings.retention_days,
+        daily_retention_days=settings.daily_retention_days,
+        dropped=dropped,
+        written=written,
+    )
