@@ -1,0 +1,111 @@
+"""The ledger across processes: two workers on one SQLite file, RELAY_USAGE=off, the queue
+flushed on SIGTERM, a full queue dropping and counting, migrations applied once."""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.conftest import API_KEY, wait_until
+from tests.fakes.ollama import FakeOllama
+from tests.usage.conftest import ADMIN, OTHER_KEY, chat, db_rows, ledger_env
+
+
+def total(gw, **params: str) -> dict:
+    r = requests.get(gw.url + "/admin/usage", params={"group_by": "", **params}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()["data"][0] if r.json()["data"] else {"requests": 0}
+
+
+def sigterm(gw) -> None:
+    """Stop the gateway as systemd and docker do, and wait for it to exit."""
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.wait(40)
+
+
+def test_two_workers_write_one_file_and_lose_nothing(start_gateway, ollama: FakeOllama, tmp_path):
+    db = tmp_path / "relay.db"
+    gw = start_gateway(ledger_env(db, ollama.url, RELAY_WORKERS="2", RELAY_CACHE_TTL="0"))
+    ollama.script("llama3.2", content=["a", "b"], prompt_eval_count=11, eval_count=2)
+    ollama.script("nomic-embed-text")
+
+    def one(i: int) -> int:
+        key = API_KEY if i % 2 else OTHER_KEY
+        if i % 3 == 0:
+            r = requests.post(
+                gw.url + "/v1/embeddings",
+                json={"model": "nomic-embed-text", "input": "four words of input"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+        else:
+            r = chat(gw, key=key, stream=i % 3 == 1)
+        assert r.status_code == 200, r.text
+        return r.status_code
+
+    count = 120
+    with ThreadPoolExecutor(24) as pool:
+        assert list(pool.map(one, range(count))) == [200] * count
+    wait_until(lambda: total(gw)["requests"] == count, timeout=15)
+    sums = total(gw)
+    embeds, chats = len(range(0, count, 3)), count - len(range(0, count, 3))
+    assert sums["prompt_tokens"] == chats * 11 + embeds * 4
+    assert sums["completion_tokens"] == chats * 2
+    assert sums["errors"] == 0
+    # The roll-ups and the raw rows agree (date bounds read the roll-ups).
+    assert len(db_rows(db)) == count
+    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_daily")[0]["n"] == count
+    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1]
+    assert "database is locked" not in gw.logs()
+
+
+def test_usage_off_writes_nothing(start_gateway, ollama: FakeOllama, tmp_path):
+    db = tmp_path / "off" / "relay.db"
+    gw = start_gateway(ledger_env(db, ollama.url, RELAY_USAGE="off"))
+    assert chat(gw).status_code == 200
+    for path, headers in (("/admin/usage", ADMIN), ("/v1/usage", {"Authorization": f"Bearer {API_KEY}"})):
+        r = requests.get(gw.url + path, headers=headers)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "usage_off"
+    sigterm(gw)
+    assert not db.parent.exists()
+
+
+def test_sigterm_writes_what_is_queued(start_gateway, ollama: FakeOllama, tmp_path):
+    db = tmp_path / "relay.db"
+    # The writer would wait ten minutes: only the exit can write these.
+    gw = start_gateway(ledger_env(db, ollama.url, RELAY_USAGE_FLUSH_SECONDS="600"))
+    ids = [chat(gw).headers["X-Request-ID"] for _ in range(5)]
+    assert db_rows(db) == []
+    sigterm(gw)
+    assert sorted(r["request_id"] for r in db_rows(db)) == sorted(ids)
+    assert "usage ledger wrote 5 queued records at exit" in gw.logs()
+
+
+def test_a_full_queue_drops_counts_and_logs_once(start_gateway, ollama: FakeOllama, tmp_path):
+    db = tmp_path / "relay.db"
+    env = ledger_env(db, ollama.url, RELAY_USAGE_FLUSH_SECONDS="600", RELAY_USAGE_QUEUE="2")
+    gw = start_gateway(env)
+    replies = [chat(gw) for _ in range(6)]
+    assert [r.status_code for r in replies] == [200] * 6  # replies never wait for the ledger
+    metrics = requests.get(gw.url + "/metrics", headers=ADMIN).text
+    assert 'relay_usage_dropped_total{reason="queue_full"} 4.0' in metrics
+    sigterm(gw)
+    assert [r["request_id"] for r in db_rows(db)] == [r.headers["X-Request-ID"] for r in replies[:2]]
+    assert gw.logs().count("usage ledger queue is full") == 1
+
+
+def test_migrations_run_once_and_keep_the_data(start_gateway, ollama: FakeOllama, tmp_path):
+    db = tmp_path / "relay.db"
+    first = start_gateway(ledger_env(db, ollama.url))
+    request_id = chat(first).headers["X-Request-ID"]
+    wait_until(lambda: db_rows(db), timeout=10)
+    sigterm(first)
+    assert "usage ledger schema migrated to version 1" in first.logs()
+    second = start_gateway(ledger_env(db, ollama.url, RELAY_WORKERS="2"))
+    assert chat(second).status_code == 200
+    wait_until(lambda: len(db_rows(db)) == 2, timeout=10)
+    assert "migrated" not in second.logs()
+    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1]
+    assert request_id in {r["request_id"] for r in db_rows(db)}
