@@ -102,6 +102,8 @@ class Gateway(ServerProcess):
             "RELAY_ENV_FILE": "",
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            # Each gateway its own usage ledger, beside its log (not data/ in the work tree).
+            "RELAY_DATABASE_URL": f"sqlite:///{log_path.parent / 'relay.db'}",
             **env,
         }
         self.proc = subprocess.Popen(

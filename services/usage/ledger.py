@@ -1,5 +1,5 @@
 """The per-worker writer: records wait on a bounded queue and a background thread writes them in
-batches, so no reply waits for the database (docs/design.md §9.1).
+batches, so no reply waits for the database (docs/design.md §10.1).
 
 Under gunicorn's gevent worker the thread is a greenlet (the worker patches `threading`). A full
 queue drops the record, counts it and logs once; the worker's exit writes what is queued.
@@ -20,7 +20,7 @@ from services.usage.record import UsageRecord
 from services.usage.store import UsageStore
 from settings.usage import UsageSettings
 
-BATCH = 500  # records per transaction
+BATCH = 200  # records per transaction: about 10 ms of a worker's time (docs/design.md §10.1)
 PRUNE_EVERY = 3600.0  # seconds between two prunes by one worker
 
 

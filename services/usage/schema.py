@@ -1,4 +1,4 @@
-"""The ledger's tables and the migration runner (docs/design.md §9.2).
+"""The ledger's tables and the migration runner (docs/design.md §10.2).
 
 Migrations are numbered steps applied in order, each once: the `schema_version` table lists the
 steps a database has, and the runner applies the missing ones in one write transaction, which

@@ -1,5 +1,5 @@
 """The ledger's database: opening it, writing batches of records and their daily roll-ups,
-pruning old rows (docs/design.md §9).
+pruning old rows (docs/design.md §10).
 
 SQLAlchemy Core, so the same statements serve SQLite now and PostgreSQL later; its engine pools
 connections and speaks the dialect. SQLite runs in WAL mode with a busy timeout, so several

@@ -65,7 +65,10 @@ def test_usage_off_writes_nothing(start_gateway, ollama: FakeOllama, tmp_path):
     db = tmp_path / "off" / "relay.db"
     gw = start_gateway(ledger_env(db, ollama.url, RELAY_USAGE="off"))
     assert chat(gw).status_code == 200
-    for path, headers in (("/admin/usage", ADMIN), ("/v1/usage", {"Authorization": f"Bearer {API_KEY}"})):
+    for path, headers in (
+        ("/admin/usage", ADMIN),
+        ("/v1/usage", {"Authorization": f"Bearer {API_KEY}"}),
+    ):
         r = requests.get(gw.url + path, headers=headers)
         assert r.status_code == 404 and r.json()["error"]["code"] == "usage_off"
     sigterm(gw)
@@ -92,7 +95,9 @@ def test_a_full_queue_drops_counts_and_logs_once(start_gateway, ollama: FakeOlla
     metrics = requests.get(gw.url + "/metrics", headers=ADMIN).text
     assert 'relay_usage_dropped_total{reason="queue_full"} 4.0' in metrics
     sigterm(gw)
-    assert [r["request_id"] for r in db_rows(db)] == [r.headers["X-Request-ID"] for r in replies[:2]]
+    assert [r["request_id"] for r in db_rows(db)] == [
+        r.headers["X-Request-ID"] for r in replies[:2]
+    ]
     assert gw.logs().count("usage ledger queue is full") == 1
 
 
