@@ -27,6 +27,7 @@ COPY . .
 
 ENV HOST=0.0.0.0 \
     PORT=3000 \
+    RELAY_DATABASE_URL=sqlite:////data/relay.db \
     RELAY_ENV_FILE=
 
 USER 10001:10001

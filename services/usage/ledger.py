@@ -150,8 +150,14 @@ def build_ledger(settings: UsageSettings, dropped: Counters, written: Count) -> 
     """The worker's ledger, its schema brought up to date; None when RELAY_USAGE is off."""
     if not settings.enabled:
         return None
-    store = UsageStore.open(settings.database_url)
-    applied = store.migrate()
+    try:
+        store = UsageStore.open(settings.database_url)
+        applied = store.migrate()
+    except Exception as e:  # a worker that cannot keep usage does not start: say why, once
+        raise RuntimeError(
+            f"usage ledger: cannot open its database ({_why(e)}); set RELAY_DATABASE_URL to a"
+            " writable place, or RELAY_USAGE=off"
+        ) from None
     if applied:
         logger.info("usage ledger schema migrated to version {}", applied[-1])
     return Ledger(

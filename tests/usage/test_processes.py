@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import requests
 
+from services.usage.record import UsageRecord
+from services.usage.store import UsageStore
 from tests.conftest import API_KEY, wait_until
 from tests.fakes.ollama import FakeOllama
 from tests.usage.conftest import ADMIN, OTHER_KEY, chat, db_rows, ledger_env
@@ -114,3 +118,66 @@ def test_migrations_run_once_and_keep_the_data(start_gateway, ollama: FakeOllama
     assert "migrated" not in second.logs()
     assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1]
     assert request_id in {r["request_id"] for r in db_rows(db)}
+
+
+def test_a_database_that_cannot_be_opened_stops_the_worker_with_why(start_gateway, ollama):
+    gw = start_gateway(ledger_env(Path("/proc/relay-usage/relay.db"), ollama.url), wait=False)
+    gw.proc.wait(30)
+    assert gw.proc.returncode != 0
+    assert "usage ledger: cannot open its database" in gw.logs()
+    assert "RELAY_USAGE=off" in gw.logs()
+
+
+def test_retention_prunes_raw_records_and_keeps_the_daily_roll_ups(
+    start_gateway, ollama: FakeOllama, tmp_path
+):
+    db = tmp_path / "relay.db"
+    store = UsageStore.open(f"sqlite:///{db}")
+    store.migrate()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ages = {"old": 40, "older": 100, "ancient": 500}  # days
+    store.write([old_record(f"req_{name}", now - timedelta(days=d)) for name, d in ages.items()])
+    store.engine.dispose()
+    env = ledger_env(db, ollama.url, RELAY_USAGE_RETENTION_DAYS="30")
+    env |= {"RELAY_USAGE_DAILY_RETENTION_DAYS": "365", "RELAY_METRICS_ALLOW": "127.0.0.1"}
+    gw = start_gateway(env)
+    fresh = chat(gw).headers["X-Request-ID"]  # the first write prunes
+    wait_until(lambda: [r["request_id"] for r in db_rows(db)] == [fresh], timeout=10)
+    days = [r["day"] for r in db_rows(db, "SELECT day FROM usage_daily ORDER BY day")]
+    assert days == [(now - timedelta(days=d)).date().isoformat() for d in (100, 40)] + [
+        now.date().isoformat()
+    ]
+    # Date bounds read the roll-ups, which reach back past the raw records; loopback is an
+    # allowed address here, so no token is needed.
+    since = (now - timedelta(days=120)).date().isoformat()
+    r = requests.get(gw.url + "/admin/usage", params={"group_by": "day", "since": since})
+    assert r.status_code == 200 and r.json()["source"] == "daily"
+    assert [row["requests"] for row in r.json()["data"]] == [1, 1, 1]
+    assert "usage ledger pruned 3 records older than 30 days" in gw.logs()
+
+
+def old_record(request_id: str, ts: datetime) -> UsageRecord:
+    return UsageRecord(
+        ts=ts,
+        request_id=request_id,
+        key_name="team-old",
+        model="llama3.2",
+        backend="ollama",
+        upstream_model="llama3.2",
+        endpoint="/v1/chat/completions",
+        method="POST",
+        status=200,
+        error_type=None,
+        error_code=None,
+        prompt_tokens=10,
+        completion_tokens=2,
+        reasoning_tokens=None,
+        cached_tokens=None,
+        tokens_estimated=False,
+        cache=None,
+        duration_ms=5.0,
+        first_token_ms=None,
+        streamed=False,
+        abandoned=False,
+        client="127.0.0.1",
+    )
