@@ -106,6 +106,7 @@ class Ledger:
                 written += len(batch)
                 self._written.inc(len(batch))
                 self._dropping = False
+                time.sleep(0)  # let the worker's requests run between batches (a greenlet)
             self._prune()
         return written
 

@@ -181,3 +181,12 @@ def old_record(request_id: str, ts: datetime) -> UsageRecord:
         abandoned=False,
         client="127.0.0.1",
     )
+
+
+def test_a_database_url_relay_cannot_use_stops_start_up_in_one_line(start_gateway, ollama):
+    env = ledger_env(Path("unused.db"), ollama.url)
+    env["RELAY_DATABASE_URL"] = "postgresql://relay:secret-password@db.example/relay"
+    gw = start_gateway(env, wait=False)
+    assert gw.proc.wait(30) == 2
+    assert "configuration error: RELAY_DATABASE_URL must be a sqlite:/// URL" in gw.logs()
+    assert "secret-password" not in gw.logs()
