@@ -21,8 +21,14 @@ from services.core.errors import InvalidRequestError
 from services.usage.record import COLUMNS
 from services.usage.schema import DAILY_SUMS, usage_daily, usage_records
 
-GROUPS = {"key": "key_name", "model": "model", "day": "day", "backend": "backend"}
-GROUPS["endpoint"] = "endpoint"
+# What `group_by` may name, and the column each reads.
+GROUPS = {
+    "key": "key_name",
+    "model": "model",
+    "day": "day",
+    "backend": "backend",
+    "endpoint": "endpoint",
+}
 MAX_ROWS = 10_000
 DEFAULT_RECORDS, MAX_RECORDS = 100, 1000
 Bound = date | datetime
@@ -47,13 +53,13 @@ def parse_time(name: str, text: str) -> Bound:
         if len(text) == 10:
             return date.fromisoformat(text)
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)  # year 1 at +01:00 overflows
+    except (ValueError, OverflowError):
         raise InvalidRequestError(
             f"{name} must be an ISO date (2026-11-30) or date-time (2026-11-30T08:00:00Z).",
             param=name,
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
@@ -67,9 +73,10 @@ def parse_query(
     allowed += [] if own else ["key"]
     for name in params:
         if name not in allowed:
+            shown = name[:64]  # the caller's text, echoed back: bounded
             raise InvalidRequestError(
-                f"Unknown query parameter {name!r}; this endpoint accepts {', '.join(allowed)}.",
-                param=name,
+                f"Unknown query parameter {shown!r}; this endpoint accepts {', '.join(allowed)}.",
+                param=shown,
             )
     group_by: tuple[str, ...] = DEFAULT_GROUPS
     if "group_by" in params:
@@ -110,6 +117,8 @@ def _end(bound: Bound) -> datetime:
     """The first moment after the bound: a date's next midnight, a time itself."""
     if isinstance(bound, datetime):
         return bound
+    if bound == date.max:  # no next day to stop before
+        return datetime.max
     return datetime.combine(bound + timedelta(days=1), time())
 
 

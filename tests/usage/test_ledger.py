@@ -255,6 +255,8 @@ def test_admin_usage_is_refused_without_the_admin_token(gw, headers):
         ({"limit": "100000"}, "limit"),
         ({"format": "xml"}, "format"),
         ({"colour": "blue"}, "colour"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),
+        ({"x" * 500: "1"}, "x" * 64),
     ],
 )
 def test_bad_parameters_are_a_400_naming_them(gw, params, param):
@@ -303,3 +305,14 @@ def test_rows_in_the_file_match_the_api(gw, db):
     assert served[0]["requests"] == on_disk
     assert db_rows(db, "SELECT version FROM schema_version")[0]["version"] == 1
     assert ADMIN_TOKEN.encode() not in db.read_bytes()
+
+
+def test_bounds_at_the_ends_of_the_calendar_are_answered(gw):
+    for params in (
+        {"since": "0001-01-01", "until": "9999-12-31"},
+        {"since": "0001-01-01T00:00:00", "until": "9999-12-31"},
+        {"since": "2026-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999999"},
+    ):
+        r = requests.get(gw.url + "/admin/usage", params=params, headers=ADMIN)
+        assert r.status_code == 200, (params, r.text)
+        assert r.json()["data"]
