@@ -1,6 +1,6 @@
 """Pure parsing of image generation requests (OpenAI body + X-Replicate-* headers) and rendering.
 
-The header family is the one of the image proxy Relay replaces (docs/design.md §10);
+The header family is the one of the image proxy Relay replaces (docs/design.md §9);
 each header is checked against its range and lands in ImageRequest.options under a snake_case
 name. Errors name the body field or the header as `param`. No I/O.
 """
