@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 
 import anthropic
 import requests
 
 from tests.anthropic.conftest import user
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, ROOT
 from tests.fakes.ollama import FakeOllama
 
 WEATHER = {
@@ -381,3 +382,14 @@ def test_unknown_fields_and_betas_are_ignored(claude: anthropic.Anthropic, ollam
     sent = ollama.last().body
     assert not {"context_management", "service_tier", "speed", "mcp_servers"} & set(sent)
     assert json.dumps(sent).count("future-beta") == 0
+
+
+def test_the_docs_python_example_runs(gateway, ollama: FakeOllama, capsys):
+    page = (ROOT / "docs" / "anthropic.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "Anthropic(" in b
+    ]
+    source = block.replace("http://127.0.0.1:3000", gateway.url)
+    exec(compile(source.replace("sk-team-a-3c1f9e27d4", API_KEY), "docs/anthropic.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Hello from fake Ollama." in out and out.rstrip().endswith("end_turn")
