@@ -318,3 +318,42 @@ def test_billing_block_kept_with_the_setting(start_gateway, fake_ollama, ollama:
     sent = ollama.last().body
     assert_clean([sent], keep_billing=True)
     assert sent["messages"][0]["content"].startswith("x-anthropic-billing-header: cc_version=")
+
+
+def test_sampling_and_tool_choice_reach_an_openai_upstream(tiers, fake_openai_chat: FakeOpenAI):
+    fake_openai_chat.reset()
+    body = {
+        "model": OPENAI_MODEL,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [BASH],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "top_k": 5,
+        "stop_sequences": ["###"],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    r = requests.post(tiers.url + "/v1/messages", json=body, headers={"x-api-key": API_KEY})
+    assert r.status_code == 200, r.text
+    sent = fake_openai_chat.last("/v1/chat/completions").body
+    assert sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
+    assert sent["top_k"] == 5 and sent["stop"] == ["###"] and sent["reasoning_effort"] == "low"
+    body["tool_choice"] = {"type": "tool", "name": "Bash"}
+    requests.post(tiers.url + "/v1/messages", json=body, headers={"x-api-key": API_KEY})
+    sent = fake_openai_chat.last("/v1/chat/completions").body
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "Bash"}}
+
+
+def test_tool_choice_on_ollama(tiers, ollama: FakeOllama):
+    body = {
+        "model": "llama3.2",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [BASH, {**BASH, "name": "Read"}],
+        "tool_choice": {"type": "tool", "name": "Read", "disable_parallel_tool_use": True},
+    }
+    r = requests.post(tiers.url + "/v1/messages", json=body, headers={"x-api-key": API_KEY})
+    assert r.status_code == 200, r.text
+    assert [t["function"]["name"] for t in ollama.last().body["tools"]] == ["Read"]
+    body["tool_choice"] = {"type": "none"}
+    requests.post(tiers.url + "/v1/messages", json=body, headers={"x-api-key": API_KEY})
+    assert "tools" not in ollama.last().body

@@ -311,3 +311,18 @@ def test_backpressure_and_limits(start_gateway, fake_ollama, ollama: FakeOllama,
     big = {**BASIC, "messages": user("x" * 70000)}
     r = post(gw.url + "/v1/messages", big)
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
+
+def test_reply_cache_answers_both_ways(start_gateway, fake_ollama, ollama: FakeOllama):
+    gw = start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": API_KEY})
+    body = {**BASIC, "messages": user("cache me"), "temperature": 0}
+    first = post(gw.url + "/v1/messages", body)
+    again = post(gw.url + "/v1/messages", body)
+    assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("MISS", "HIT")
+    assert again.json()["content"] == first.json()["content"]
+    assert again.json()["id"] != first.json()["id"]
+    r, events = stream(gw, body)
+    assert r.headers["X-Cache"] == "HIT"
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == first.json()["content"][0]["text"]
+    assert len([x for x in ollama.requests if x.path == "/api/chat"]) == 1
