@@ -55,6 +55,8 @@ def _parse(body: Any, keep_billing_block: bool, count_only: bool) -> ChatRequest
     messages = _system(body.get("system"), keep_billing_block)
     for i, raw in enumerate(raw_messages):
         messages.extend(_message(raw, f"messages.{i}", keep_billing_block))
+    if not any(m.role != "system" for m in messages):
+        raise _error("messages", "must contain a user or assistant message with content")
     tools = _tools(body.get("tools"))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
