@@ -148,7 +148,7 @@ class OllamaBackend(Backend):
     def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         payload = generate_payload(req, stream=True)
         logger.debug(
-            "{} <- POST /api/generate model={} raw={}", self.title, req.model, payload["raw"]
+            "{} <- POST /api/generate model={} raw={}", self.title, req.model, payload.get("raw")
         )
         resp = self._send("POST", "/api/generate", json=payload, stream=True)
         try:

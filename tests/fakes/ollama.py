@@ -114,7 +114,7 @@ class FakeOllama:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body: Any = None
-        if request.method == "POST":
+        if request.method in ("POST", "DELETE") and not request.path.startswith("/api/blobs/"):
             raw = request.get_data()
             try:
                 body = json.loads(raw) if raw else None
