@@ -218,6 +218,8 @@ def manage(
         raise InvalidRequestError(f"'{field}' is required.", param=field)
     if action != "copy":
         names = names[:1]
+    if action == "create" and isinstance(body.get("from"), str) and body["from"]:
+        authorize_model(key, body["from"])  # no key makes a model it may not use its own
     for name in names:
         authorize_model(key, name)
     backend = gw.router.resolve(names[0])

@@ -11,7 +11,7 @@ import ollama as ollama_sdk
 import pytest
 import requests
 
-from tests.conftest import wait_until
+from tests.conftest import ROOT, wait_until
 from tests.dify.conftest import KEYS
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_upstream import Reply
@@ -322,3 +322,18 @@ def test_an_openai_upstream_through_api_chat(relay, fake_openai_chat):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
     ]
+
+
+def test_the_python_example_in_the_docs_runs(relay, ollama: FakeOllama, capsys):
+    page = ROOT / "docs" / "ollama.md"
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+    source = block.replace("http://127.0.0.1:3000", relay.url)
+    source = source.replace("sk-team-a-3c1f9e27d4", SECRETS["main"])
+    names: dict = {}
+    try:
+        exec(compile(source, "docs/ollama.md", "exec"), names)
+    finally:
+        names["client"].close()
+    printed = capsys.readouterr().out
+    assert printed.startswith("Hello from fake Ollama.\nHello from fake Ollama.\n")
+    assert "llama3.2:latest" in printed
