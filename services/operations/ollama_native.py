@@ -162,7 +162,11 @@ def show(gw: Gateway, key: ApiKey, model: str, body: dict[str, Any]) -> Any:
     backend = gw.router.resolve(model)
     if isinstance(backend, OllamaBackend):
         return backend.native("POST", "/api/show", body)
-    listed = {m.id: m for m in backend.list_models()}
+    try:
+        listed = {m.id: m for m in backend.list_models()}
+    except GatewayError as e:
+        logger.warning("showing {}: {}", model, e.message)
+        listed = {}
     return render_show(listed.get(model))
 
 

@@ -27,7 +27,7 @@ def relay(native_gateway, ollama):
 
 
 def post(relay, path: str, body, key: str | None = "main", **kw) -> requests.Response:
-    headers = bearer(key) if key else {}
+    headers = ({"Authorization": f"Bearer {SECRETS.get(key, key)}"}) if key else {}
     return requests.post(relay.url + path, json=body, headers=headers, timeout=10, **kw)
 
 
@@ -337,3 +337,24 @@ def test_the_python_example_in_the_docs_runs(relay, ollama: FakeOllama, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("Hello from fake Ollama.\nHello from fake Ollama.\n")
     assert "llama3.2:latest" in printed
+
+
+def test_reply_cache_and_metrics_on_the_native_face(start_gateway, fake_ollama, ollama):
+    gw = start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_API_KEYS": SECRETS["main"]})
+    body = {"model": "llama3.2", "messages": HI, "stream": False, "options": {"seed": 1}}
+    first = post(gw, "/api/chat", body)
+    second = post(gw, "/api/chat", body)
+    streamed = post(gw, "/api/chat", {**body, "stream": True})
+    assert first.headers["X-Cache"] == "MISS" and second.headers["X-Cache"] == "HIT"
+    assert streamed.headers["X-Cache"] == "HIT"
+    assert first.json()["message"] == second.json()["message"]
+    assert "".join(o["message"]["content"] for o in lines(streamed)) == "Hello from fake Ollama."
+    assert len([r for r in ollama.requests if r.path == "/api/chat"]) == 1
+    other = post(gw, "/api/chat", {**body, "options": {"seed": 2}})  # another option: a miss
+    assert other.headers["X-Cache"] == "MISS"
+
+    def counted() -> bool:
+        text = requests.get(gw.url + "/metrics").text
+        return 'route="/api/chat"' in text and 'model="llama3.2"' in text
+
+    wait_until(counted)
