@@ -318,10 +318,13 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
     prompt = _opt_str(body, "prompt") or ""
     _options(body.get("options"))
     _keep_alive(body)
+    # Only what the legacy endpoint reads goes on: it is answered from /api/embed, which would
+    # read other fields (`input`, `dimensions`) the caller never meant for it.
+    native = _native(body, ("model", "prompt"))
     return EmbeddingRequest(
         model=model,
         inputs=(prompt,) if prompt else (),
-        ollama=_native(body, ("model", "prompt")),
+        ollama={k: v for k, v in native.items() if k in ("options", "keep_alive")},
     )
 
 

@@ -13,7 +13,7 @@ import requests
 
 from tests.conftest import ROOT, wait_until
 from tests.dify.conftest import KEYS
-from tests.fakes.ollama import FakeOllama
+from tests.fakes.ollama import EMBED_DIMENSIONS, FakeOllama
 from tests.fakes.openai_upstream import Reply
 from tests.ollama_native.conftest import SECRETS, bearer
 
@@ -358,3 +358,14 @@ def test_reply_cache_and_metrics_on_the_native_face(start_gateway, fake_ollama, 
         return 'route="/api/chat"' in text and 'model="llama3.2"' in text
 
     wait_until(counted)
+
+
+def test_legacy_embeddings_embed_the_prompt_only(relay, ollama: FakeOllama):
+    ollama.script("nomic-embed-text")
+    body = {"model": "nomic-embed-text", "prompt": "one", "input": "two", "dimensions": 4}
+    resp = post(relay, "/api/embeddings", {**body, "keep_alive": "1m"})
+    assert resp.status_code == 200 and len(resp.json()["embedding"]) == EMBED_DIMENSIONS
+    sent = ollama.last("/api/embed").body
+    assert sent == {"model": "nomic-embed-text", "input": ["one"], "keep_alive": "1m"}
+    empty = post(relay, "/api/embeddings", {"model": "nomic-embed-text", "prompt": ""})
+    assert empty.json() == {"embedding": []}
