@@ -260,7 +260,8 @@ class OllamaBackend(Backend):
         cannot call them (Open WebUI sends its built-in tools with every message): answering
         in text is what `tool_choice` "auto" allows, but not "required" or a named function.
         """
-        # A caller of Ollama's own API who asked for `think` gets Ollama's answer, as from Ollama.
+        # A caller of Ollama's own API gets Ollama's answer to its `think` or `tools`, as from
+        # Ollama itself.
         native = req.ollama if req.ollama is not None else {}
         if (
             "think" in payload
@@ -270,6 +271,7 @@ class OllamaBackend(Backend):
             return "think"
         if (
             payload.get("tools")
+            and req.ollama is None
             and "does not support tools" in e.message
             and req.tool_choice != "required"
             and not isinstance(req.tool_choice, Mapping)

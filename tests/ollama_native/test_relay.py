@@ -369,3 +369,22 @@ def test_legacy_embeddings_embed_the_prompt_only(relay, ollama: FakeOllama):
     assert sent == {"model": "nomic-embed-text", "input": ["one"], "keep_alive": "1m"}
     empty = post(relay, "/api/embeddings", {"model": "nomic-embed-text", "prompt": ""})
     assert empty.json() == {"embedding": []}
+
+
+def test_ollamas_own_refusals_of_think_and_tools_reach_native_callers(relay, ollama: FakeOllama):
+    ollama.script("gemma3:1b", thinking_capable=False, tools_capable=False)
+    tool = {"type": "function", "function": {"name": "f"}}
+    for extra, said in (
+        ({"think": True}, "does not support thinking"),
+        ({"tools": [tool]}, "does not support tools"),
+    ):
+        body = {"model": "gemma3:1b", "messages": HI, "stream": False, **extra}
+        resp = post(relay, "/api/chat", body)
+        assert resp.status_code == 400 and said in resp.json()["error"]
+    # The OpenAI face keeps answering without them, as before.
+    openai_face = post(
+        relay,
+        "/v1/chat/completions",
+        {"model": "gemma3:1b", "messages": HI, "reasoning_effort": "high", "tools": [tool]},
+    )
+    assert openai_face.status_code == 200
