@@ -161,7 +161,9 @@ def show(gw: Gateway, key: ApiKey, model: str, body: dict[str, Any]) -> Any:
     authorize_model(key, model)
     backend = gw.router.resolve(model)
     if isinstance(backend, OllamaBackend):
-        return backend.native("POST", "/api/show", body)
+        # The name Relay checked, under the field Ollama reads first: never another spelling.
+        asked = {k: v for k, v in body.items() if k not in ("model", "name")}
+        return backend.native("POST", "/api/show", {**asked, "model": model})
     try:
         listed = {m.id: m for m in backend.list_models()}
     except GatewayError as e:
