@@ -79,6 +79,7 @@ class FakeOllama:
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
         self.blobs: dict[str, bytes] = {}
+        self.pull_pace = 0.0  # seconds between pull progress lines
         self._lock = threading.Lock()
         self._server = ServerThread(self.wsgi, port=port) if serve else None
         self.url = self._server.url if self._server else ""
@@ -101,6 +102,7 @@ class FakeOllama:
             self.disconnects.clear()
             self.completed.clear()
             self.blobs.clear()
+            self.pull_pace = 0.0
 
     def last(self, path: str = "/api/chat") -> Recorded:
         return [r for r in self.requests if r.path == path][-1]
@@ -222,8 +224,13 @@ class FakeOllama:
             self.models.append(full)
         if (body or {}).get("stream", True) is False:
             return self.json(steps[-1])
-        lines = (go_json(step) + b"\n" for step in steps)
-        return Response(lines, content_type="application/x-ndjson")
+
+        def lines() -> Any:
+            for step in steps:
+                yield go_json(step) + b"\n"
+                time.sleep(self.pull_pace)
+
+        return Response(lines(), content_type="application/x-ndjson")
 
     def copy(self, body: Any) -> Response:
         source, destination = (body or {}).get("source", ""), (body or {}).get("destination", "")

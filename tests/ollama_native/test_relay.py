@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import ollama as ollama_sdk
 import pytest
@@ -114,10 +115,16 @@ def test_model_management_is_403_for_a_normal_key(relay, ollama: FakeOllama):
 
 
 def test_an_admin_key_manages_models_on_the_ollama_backend(relay, ollama: FakeOllama):
+    ollama.pull_pace = 0.2
+    began = time.monotonic()
     pulled = post(relay, "/api/pull", {"model": "mistral"}, key="admin", stream=True)
     assert pulled.status_code == 200
     assert pulled.headers["Content-Type"] == "application/x-ndjson"
-    progress = lines(pulled)
+    received = pulled.iter_lines()
+    first = next(received)
+    assert json.loads(first) == {"status": "pulling manifest"}
+    assert time.monotonic() - began < 0.8  # progress streams as it comes, not at the end
+    progress = [json.loads(first), *(json.loads(line) for line in received if line)]
     assert progress[0] == {"status": "pulling manifest"}
     assert progress[-1] == {"status": "success"} and len(progress) == 6
     assert "mistral:latest" in ollama.models
