@@ -34,9 +34,11 @@ from services.faces.extension_fields import OLLAMA_OPTIONS, THINK_LEVELS
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
-# think → the core's reasoning_effort, for backends other than Ollama.
-THINK_EFFORT: dict[Any, str] = {
-    False: "none",
+# think → the core's reasoning_effort, for backends other than Ollama. `false` sends none:
+# many OpenAI-compatible servers refuse reasoning_effort "none", and a model asked nothing
+# about reasoning uses its default.
+THINK_EFFORT: dict[Any, str | None] = {
+    False: None,
     True: "medium",
     "low": "low",
     "medium": "medium",
