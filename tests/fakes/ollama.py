@@ -78,6 +78,8 @@ class FakeOllama:
         self.requests: list[Recorded] = []
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
+        self.blobs: dict[str, bytes] = {}
+        self.pull_pace = 0.0  # seconds between pull progress lines
         self._lock = threading.Lock()
         self._server = ServerThread(self.wsgi, port=port) if serve else None
         self.url = self._server.url if self._server else ""
@@ -99,6 +101,8 @@ class FakeOllama:
             self.requests.clear()
             self.disconnects.clear()
             self.completed.clear()
+            self.blobs.clear()
+            self.pull_pace = 0.0
 
     def last(self, path: str = "/api/chat") -> Recorded:
         return [r for r in self.requests if r.path == path][-1]
@@ -112,7 +116,7 @@ class FakeOllama:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body: Any = None
-        if request.method == "POST":
+        if request.method in ("POST", "DELETE") and not request.path.startswith("/api/blobs/"):
             raw = request.get_data()
             try:
                 body = json.loads(raw) if raw else None
@@ -142,7 +146,107 @@ class FakeOllama:
             return self.generate(body)
         if path == "/api/embed" and request.method == "POST":
             return self.embed(body)
+        if path == "/api/embeddings" and request.method == "POST":
+            return self.embeddings(body)
+        if path == "/api/show" and request.method == "POST":
+            return self.show(body)
+        if path == "/api/ps" and request.method == "GET":
+            return self.json({"models": [self.loaded(name) for name in self.models]})
+        if path == "/api/pull" and request.method == "POST":
+            return self.pull(body)
+        if path in ("/api/push", "/api/create") and request.method == "POST":
+            return self.json({"status": "success"})
+        if path == "/api/copy" and request.method == "POST":
+            return self.copy(body)
+        if path == "/api/delete" and request.method == "DELETE":
+            return self.delete(body)
+        if path.startswith("/api/blobs/") and request.method in ("HEAD", "POST"):
+            digest = path.removeprefix("/api/blobs/")
+            if request.method == "HEAD":
+                status = 200 if digest in self.blobs else 404
+                return Response(b"", status=status)
+            self.blobs[digest] = request.get_data()
+            return Response(b"", status=201)
         return Response("404 page not found", status=404, content_type="text/plain")
+
+    # --- model information and management (reference §4.3-§4.6) --------------------------
+
+    def show(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        capabilities = ["completion", "tools"]
+        if script.thinking_capable:
+            capabilities.append("thinking")
+        return self.json(
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": 'stop                           "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": self.tag(model)["details"],
+                "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+                "capabilities": capabilities,
+                "modified_at": "2025-05-04T17:37:44.706015396-07:00",
+            }
+        )
+
+    def loaded(self, name: str) -> dict[str, Any]:
+        tag = self.tag(name)
+        return {
+            "name": name,
+            "model": name,
+            "size": tag["size"],
+            "digest": tag["digest"],
+            "details": tag["details"],
+            "expires_at": "2024-06-04T14:38:31.83753-07:00",
+            "size_vram": tag["size"],
+            "context_length": 4096,
+        }
+
+    def pull(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        full = model if ":" in model else model + ":latest"
+        steps = [
+            {"status": "pulling manifest"},
+            {"status": "pulling a80c4f17acd5", "digest": "sha256:a80c4f17acd5", "total": 100},
+            {
+                "status": "pulling a80c4f17acd5",
+                "digest": "sha256:a80c4f17acd5",
+                "total": 100,
+                "completed": 100,
+            },
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        if full not in self.models:
+            self.models.append(full)
+        if (body or {}).get("stream", True) is False:
+            return self.json(steps[-1])
+
+        def lines() -> Any:
+            for step in steps:
+                yield go_json(step) + b"\n"
+                time.sleep(self.pull_pace)
+
+        return Response(lines(), content_type="application/x-ndjson")
+
+    def copy(self, body: Any) -> Response:
+        source, destination = (body or {}).get("source", ""), (body or {}).get("destination", "")
+        if self.lookup(source) is None:
+            return self.json({"error": f"model '{source}' not found"}, 404)
+        full = destination if ":" in destination else destination + ":latest"
+        self.models.append(full)
+        return Response(b"", status=200)
+
+    def delete(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        full = model if ":" in model else model + ":latest"
+        if full not in self.models:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        self.models.remove(full)
+        return Response(b"", status=200)
 
     @staticmethod
     def json(obj: Any, status: int = 200) -> Response:
@@ -344,6 +448,16 @@ class FakeOllama:
             if not finished:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
+
+    def embeddings(self, body: Any) -> Response:
+        """The legacy endpoint: one prompt, float64 numbers, no counts (reference §4.2)."""
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        if self.lookup(model) is None:
+            return self.json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        prompt = body.get("prompt") or ""
+        return self.json({"embedding": fake_embedding(prompt) if prompt else []})
 
     def embed(self, body: Any) -> Response:
         if not isinstance(body, dict):
