@@ -11,6 +11,7 @@ import subprocess
 from typing import Any
 
 import pytest
+import requests
 
 from tests.claude_code.conftest import (
     CLAUDE,
@@ -180,3 +181,10 @@ def test_wrong_key_fails_fast(claude, cc_gateway, ollama: FakeOllama, bearer):
     records = wait_access(cc_gateway, before + 1)[before:]
     assert [(r["status"], r["key"]) for r in records] == [(401, "-")]  # asked once
     assert "sk-not-a-relay-key" not in cc_gateway.logs()
+
+
+def test_connectivity_probe_needs_no_key(cc_gateway):
+    # Without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC it sends `HEAD /api/hello` with no key
+    # before its first call; any answer but an authentication failure will do.
+    probe = requests.head(cc_gateway.url + "/api/hello", timeout=5)
+    assert probe.status_code in (200, 404)
