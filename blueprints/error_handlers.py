@@ -12,6 +12,7 @@ from loguru import logger
 from werkzeug.exceptions import HTTPException
 
 from blueprints.access_record import access
+from blueprints.anthropic import render_anthropic_error, speaks_anthropic
 from services.core.errors import (
     GatewayError,
     InvalidRequestError,
@@ -33,7 +34,9 @@ def render_openai_error(error: GatewayError) -> Response:
 Renderer = Callable[[GatewayError], Response]
 
 # (does this path belong to the face?, its error renderer); the first match wins.
-_FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = ()
+_FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = (
+    (speaks_anthropic, render_anthropic_error),
+)
 
 
 def render_error(error: GatewayError) -> Response:

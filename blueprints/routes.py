@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask
 
 from blueprints import (
+    anthropic,
     auth,
     chat,
     completions,
@@ -28,6 +29,7 @@ def register_blueprints(app: Flask) -> None:
     v1.before_request(auth.require_api_key)
     _register_text_endpoints(app, v1)
     v1.register_blueprint(chat.bp)
+    v1.register_blueprint(anthropic.bp)
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     v1.register_blueprint(images.bp)
@@ -40,6 +42,7 @@ def register_blueprints(app: Flask) -> None:
     alias.before_request(auth.require_api_key)
     alias.register_blueprint(chat.bp, name="api_chat")
     app.register_blueprint(alias)
+    app.register_blueprint(anthropic.probe)  # Claude Code's keyless probe, HEAD /api/hello
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(home.bp)
