@@ -164,12 +164,100 @@ def test_stream_json_output(claude, ollama: FakeOllama):
     )
 
 
+def test_thinking_and_two_tools_in_one_turn(claude, ollama: FakeOllama, tmp_path):
+    target = tmp_path / "work" / "b.txt"
+    ollama.script(
+        MAIN_MODEL,
+        thinking=["I should", " write two files."],
+        content=["Doing both."],
+        tool_calls=[
+            {"name": "Bash", "arguments": {"command": "echo a > a.txt"}},
+            {"name": "Write", "arguments": {"file_path": str(target), "content": "b\n"}},
+        ],
+        after_tool=Script(thinking=["Both done."], content=["Two files written."]),
+    )
+
+    run = claude(
+        "Write a.txt and b.txt",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--allowedTools",
+        "Bash",
+        "Write",
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (run.workdir / "a.txt").read_text() == "a\n" and target.read_text() == "b\n"
+    blocks = [
+        block
+        for event in run.events()
+        if event["type"] == "assistant"
+        for block in event["message"]["content"]
+    ]
+    assert [b["type"] for b in blocks] == [
+        "thinking",
+        "text",
+        "tool_use",
+        "tool_use",
+        "thinking",
+        "text",
+    ]
+    assert blocks[0]["thinking"] == "I should write two files."
+    assert [b["name"] for b in blocks if b["type"] == "tool_use"] == ["Bash", "Write"]
+    assert run.events()[-1]["result"] == "Two files written."
+    # Both results went back, each tied to its call.
+    second = chats(ollama)[-1]["messages"]
+    calls = [m for m in second if m.get("tool_calls")][-1]["tool_calls"]
+    results = [m for m in second if m["role"] == "tool"]
+    assert [r["tool_call_id"] for r in results] == [c["id"] for c in calls]
+
+
+def test_a_stream_broken_by_the_backend_falls_back_to_one_whole_reply(
+    claude, cc_gateway, ollama: FakeOllama
+):
+    # The fake breaks only streams: Claude Code gets one `event: error`, asks again with
+    # stream false, and the session still answers.
+    ollama.script(MAIN_MODEL, content=["Recovered."], midstream_error="model runner crashed")
+    before = len(access_records(cc_gateway))
+
+    run = claude("Say hello", "--output-format", "json")
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.result()["result"] == "Recovered."
+    assert [c["stream"] for c in chats(ollama)] == [True, False]
+    records = wait_access(cc_gateway, before + 2)[before:]
+    assert "failed mid-reply: model runner crashed" in (records[0]["error"] or "")
+    assert records[1]["status"] == 200 and records[1]["stream"] is False
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "kind"),
+    [("llama3.2", 403, "permission_error"), ("claude-missing", 404, "not_found_error")],
+    ids=["not-allowed-for-the-key", "unknown-to-the-backend"],
+)
+def test_refused_model_fails_fast(claude, cc_gateway, ollama: FakeOllama, model, status, kind):
+    before = len(access_records(cc_gateway))
+
+    run = claude("Say hello", "--output-format", "json", "--model", model, timeout=20)
+
+    assert run.seconds < 5, f"took {run.seconds:.1f}s"
+    result = run.result()
+    assert result["is_error"] is True and run.returncode != 0
+    assert (result["api_error_status"], result["api_error_type"]) == (status, kind)
+    records = wait_access(cc_gateway, before + 1)[before:]
+    assert {r["status"] for r in records} == {status} and len(records) <= 2
+    assert {r["key"] for r in records} == {KEY_NAME}
+
+
 @pytest.mark.parametrize("bearer", [True, False], ids=["auth-token", "api-key"])
 def test_wrong_key_fails_fast(claude, cc_gateway, ollama: FakeOllama, bearer):
     ollama.script(MAIN_MODEL)
     before = len(access_records(cc_gateway))
 
-    run = claude("Say hello", "--output-format", "json", key="sk-not-a-relay-key", bearer=bearer)
+    run = claude(
+        "Say hello", "--output-format", "json", key="sk-not-a-relay-key", bearer=bearer, timeout=20
+    )
 
     # Without `x-should-retry: false` on the 401 it retries ten times over about three minutes.
     assert run.seconds < 5, f"took {run.seconds:.1f}s"
