@@ -7,6 +7,7 @@ to leave, so nothing it does can reach the internet (docs/development.md "Claude
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -194,8 +195,8 @@ def claude(
         return Run(proc.returncode, out, err, time.monotonic() - started, workdir)
 
     yield run
-    for proc in running:
-        if proc.poll() is None:
+    for proc in running:  # the CLI, and anything its tools left running in its session
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        proc.wait(5)
     assert blocked_proxy.attempts == [], "Claude Code tried to leave loopback"

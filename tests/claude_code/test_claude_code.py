@@ -7,6 +7,7 @@ key; what reached Ollama and the gateway's access log are checked too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.claude_code.conftest import (
     FAST_MODEL,
     KEY_NAME,
     MAIN_MODEL,
+    QUIET,
     VERSION,
     access_records,
     wait_access,
@@ -38,8 +40,16 @@ def chats(ollama: FakeOllama, model: str = MAIN_MODEL) -> list[dict[str, Any]]:
     return [r.body for r in ollama.requests if r.path == "/api/chat" and r.body["model"] == model]
 
 
-def test_the_pinned_version_is_installed():
-    out = subprocess.run([str(CLAUDE), "--version"], capture_output=True, text=True, timeout=30)
+def test_the_pinned_version_is_installed(tmp_path):
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **QUIET}
+    out = subprocess.run(
+        [str(CLAUDE), "--version"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == VERSION
 
