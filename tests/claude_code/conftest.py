@@ -120,7 +120,9 @@ def access_records(gw: Gateway, path: str = "/v1/messages") -> list[dict[str, An
     """The gateway's access-log records for `path` (JSON log lines)."""
     records = []
     for log_file in gw.log_dir.glob("relay.*.log"):  # type: ignore[attr-defined]
-        for line in log_file.read_text().splitlines():
+        for line in log_file.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):  # still being written
+                continue
             record = json.loads(line)
             if record.get("path") == path and "status" in record:
                 records.append(record)
