@@ -33,6 +33,12 @@ def created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
+def answers_tool(messages: Any) -> bool:
+    """Whether the last message other than a system message is a tool result."""
+    turns = [m for m in messages or [] if isinstance(m, dict) and m.get("role") != "system"]
+    return bool(turns) and turns[-1].get("role") == "tool"
+
+
 def call_id() -> str:
     return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
 
@@ -58,6 +64,10 @@ class Script:
     thinking_capable: bool = True  # False: `think` gets Ollama's 400
     tools_capable: bool = True  # False: any `tools` get Ollama's 400 (checked after `think`)
     gate: threading.Event | None = None  # hold every answer until the test sets it
+    # How the model answers once the conversation's last turn is a tool result: an agent's round
+    # trip (ask for a tool, then answer from its result) with one script per step, whatever other
+    # calls the client makes in between.
+    after_tool: Script | None = None
 
 
 @dataclass
@@ -285,6 +295,8 @@ class FakeOllama:
         script = self.lookup(model)
         if script is None:
             return self.json({"error": f"model '{model}' not found"}, 404)
+        if script.after_tool is not None and answers_tool(body.get("messages")):
+            script = script.after_tool
         if script.gate is not None:
             script.gate.wait(30)
         if script.headers_delay:
