@@ -76,6 +76,7 @@ class Settings:
     responses_max_bytes_per_key: int = 16 * MIB
     responses_max_conversation_bytes: int = 4 * MIB  # history a stored turn may continue from
     keepalive_seconds: float = 15.0  # SSE comment interval during upstream silences; 0: off
+    anthropic_keep_billing_block: bool = False  # pass Claude Code's billing system block on
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     metrics_token: str | None = field(default=None, repr=False)
@@ -218,6 +219,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "seconds of upstream silence before a stream gets a `: keep-alive` comment; 0: off",
         "15",
     ),
+    "RELAY_ANTHROPIC_KEEP_BILLING_BLOCK": (
+        "pass Claude Code's per-request billing system block on to the backend",
+        "false",
+    ),
     # The usage ledger (issue 15)
     "RELAY_USAGE": ("record every API request in the usage ledger; off writes nothing", "on"),
     "RELAY_DATABASE_URL": (
@@ -322,6 +327,11 @@ def _build(env: Mapping[str, str]) -> Settings:
         ),
         keepalive_seconds=as_float(
             *pick("RELAY_KEEPALIVE_SECONDS", server, "keepalive_seconds", 15.0), lo=0
+        ),
+        anthropic_keep_billing_block=as_bool(
+            *pick(
+                "RELAY_ANTHROPIC_KEEP_BILLING_BLOCK", server, "anthropic_keep_billing_block", False
+            )
         ),
         trusted_proxies=as_networks(
             *pick("RELAY_TRUSTED_PROXIES", server, "trusted_proxies", "127.0.0.1,::1")

@@ -39,6 +39,27 @@ def identify_caller() -> None:
         g.api_key = gateway().keys.authenticate(presented_secret())
     except AuthenticationError as e:
         g.auth_error = e
+        second = _anthropic_bearer()
+        if second is not None:
+            try:
+                g.api_key = gateway().keys.authenticate(second)
+            except AuthenticationError:
+                return
+            g.key_in_authorization = True
+            del g.auth_error
+
+
+def _anthropic_bearer() -> str | None:
+    """An Anthropic client's Bearer token when its x-api-key failed: Claude Code and the SDKs
+    send both when both variables are set, and a stale Anthropic key must not lock the user
+    out (docs/anthropic.md "Keys")."""
+    if "anthropic-version" not in request.headers and not request.path.startswith("/v1/messages"):
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    explicit = request.headers.get("X-Api-Key")
+    if not explicit or scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def register_identity(app: Flask) -> None:

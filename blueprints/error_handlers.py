@@ -12,6 +12,7 @@ from loguru import logger
 from werkzeug.exceptions import HTTPException
 
 from blueprints.access_record import access
+from blueprints.anthropic import render_anthropic_error, speaks_anthropic
 from services.core.errors import (
     GatewayError,
     InvalidRequestError,
@@ -20,6 +21,7 @@ from services.core.errors import (
     RateLimitError,
     RequestTooLargeError,
 )
+from services.faces.ollama_reply import render_error as render_ollama
 
 
 def render_openai_error(error: GatewayError) -> Response:
@@ -32,8 +34,27 @@ def render_openai_error(error: GatewayError) -> Response:
 
 Renderer = Callable[[GatewayError], Response]
 
+
+def render_ollama_error(error: GatewayError) -> Response:
+    """Ollama's envelope, `{"error": "<text>"}`, with the same statuses (docs/ollama.md)."""
+    response = jsonify(render_ollama(error))
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _ollama_path(path: str) -> bool:
+    # /api/chat/completions is the OpenAI alias and keeps OpenAI's envelope.
+    return path.startswith("/api/") and not path.startswith("/api/chat/completions")
+
+
 # (does this path belong to the face?, its error renderer); the first match wins.
-_FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = ()
+# Anthropic's first: its keyless probe, /api/hello, is below Ollama's /api prefix.
+_FACES: tuple[tuple[Callable[[str], bool], Renderer], ...] = (
+    (speaks_anthropic, render_anthropic_error),
+    (_ollama_path, render_ollama_error),
+)
 
 
 def render_error(error: GatewayError) -> Response:

@@ -1,12 +1,16 @@
-"""GET /v1/models and GET /v1/models/<id>: only the models the caller's key may use."""
+"""GET /v1/models and GET /v1/models/<id>: only the models the caller's key may use.
+
+In Anthropic's shape when the request carries `anthropic-version` (docs/anthropic.md "Models").
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from werkzeug.routing import PathConverter
 
 from blueprints.context import gateway
 from services.access.keys import authorize_model, visible_models
+from services.faces.anthropic_reply import render_model_info, render_model_page
 from services.faces.chat_reply import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
@@ -14,7 +18,10 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def list_models() -> dict[str, object]:
-    return render_model_list(visible_models(g.api_key, gateway().router.list_models()))
+    models = visible_models(g.api_key, gateway().router.list_models())
+    if "anthropic-version" in request.headers:
+        return render_model_page(models)
+    return render_model_list(models)
 
 
 class ModelIdConverter(PathConverter):
@@ -30,4 +37,7 @@ class ModelIdConverter(PathConverter):
 @bp.get("/models/<model_id:model_id>", merge_slashes=False)
 def retrieve_model(model_id: str) -> dict[str, object]:
     authorize_model(g.api_key, model_id)
-    return render_model(gateway().router.find_model(model_id))
+    info = gateway().router.find_model(model_id)
+    if "anthropic-version" in request.headers:
+        return render_model_info(info)
+    return render_model(info)

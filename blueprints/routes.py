@@ -1,10 +1,12 @@
-"""Build the route tree: the /v1 blueprints, the /api alias, and the unauthenticated pages."""
+"""Build the route tree: the /v1 blueprints, /api (Ollama's native API and the chat alias), and
+the unauthenticated pages."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask
 
 from blueprints import (
+    anthropic,
     auth,
     chat,
     completions,
@@ -16,6 +18,7 @@ from blueprints import (
     images,
     metrics,
     models,
+    ollama,
     openapi,
     passthrough,
     responses,
@@ -29,6 +32,7 @@ def register_blueprints(app: Flask) -> None:
     v1.before_request(auth.require_api_key)
     _register_text_endpoints(app, v1)
     v1.register_blueprint(chat.bp)
+    v1.register_blueprint(anthropic.bp)
     v1.register_blueprint(models.bp)
     v1.register_blueprint(responses.bp)
     v1.register_blueprint(images.bp)
@@ -36,12 +40,15 @@ def register_blueprints(app: Flask) -> None:
     if app.extensions["relay"].router.passthrough_backend() is not None:
         v1.register_blueprint(passthrough.bp)
     app.register_blueprint(v1)
-    # The path the Express Ollama service served; the same view, keys and limits
+    # /api: Ollama's native API (docs/ollama.md), and beside it /api/chat/completions, the path
+    # the Express Ollama service served: the same view, keys and limits as /v1
     # (docs/configuration.md "Migrating from other tools").
-    alias = Blueprint("api_alias", __name__, url_prefix="/api")
-    alias.before_request(auth.require_api_key)
-    alias.register_blueprint(chat.bp, name="api_chat")
-    app.register_blueprint(alias)
+    api = Blueprint("api_alias", __name__, url_prefix="/api")
+    api.before_request(auth.require_api_key)
+    api.register_blueprint(chat.bp, name="api_chat")
+    api.register_blueprint(ollama.bp)
+    app.register_blueprint(api)
+    app.register_blueprint(anthropic.probe)  # Claude Code's keyless probe, HEAD /api/hello
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(usage.admin_bp)  # GET /admin/usage, guarded like /metrics

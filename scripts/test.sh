@@ -22,6 +22,10 @@ ensure_command chromium chromium
 if [ ! -d tests/node/node_modules/openai ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
   (cd tests/node && npm ci --silent --no-audit --no-fund)
 fi
+# The real Claude Code CLI (a native binary in an npm package) drives Relay's Anthropic face.
+if [ ! -x tests/claude_code/node_modules/.bin/claude ] || [ tests/claude_code/package-lock.json -nt tests/claude_code/node_modules ]; then
+  (cd tests/claude_code && npm ci --silent --no-audit --no-fund)
+fi
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -50,6 +50,7 @@ class KeySettings:
     enabled: bool = True
     limits: Limits = Limits()
     cache_group: str | None = None
+    ollama_admin: bool = False  # may manage models on Ollama backends (docs/ollama.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ def _named_keys(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[KeySett
                     )
                 ),
                 cache_group=as_str(f"{where}.cache_group", group) if group is not None else None,
+                ollama_admin=as_bool(f"{where}.ollama_admin", table.get("ollama_admin", False)),
             )
         )
     return tuple(out)

@@ -18,6 +18,8 @@ REQUESTS = [
     ("/v1/embeddings", {"model": "llama3.2", "input": "Hi"}),
     ("/v1/responses", {"model": "llama3.2", "input": "Hi"}),
     ("/v1/responses", {"model": "llama3.2", "input": "Hi", "stream": True}),
+    ("/v1/messages", {**CHAT, "max_tokens": 5}),
+    ("/v1/messages", {**CHAT, "max_tokens": 5, "stream": True}),
 ]
 
 

@@ -42,6 +42,7 @@ class ApiKey:
     cache_group: str | None = None
     expires: datetime | None = None
     enabled: bool = True
+    ollama_admin: bool = False  # may pull, push, create, copy and delete models on Ollama
 
     @property
     def tenant(self) -> str:
@@ -113,6 +114,7 @@ class KeyStore:
                     cache_group=k.cache_group,
                     expires=k.expires,
                     enabled=k.enabled,
+                    ollama_admin=k.ollama_admin,
                 ),
             )
             for k in named

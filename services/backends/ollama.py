@@ -8,7 +8,7 @@ finish_reason after tool calls, mid-stream errors, streams that end without done
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from services.backends.ollama_text import (
     embedding_result,
     generate_delta,
     generate_payload,
+    merge_native,
     sampling_options,
     usage_of,
 )
@@ -147,7 +148,7 @@ class OllamaBackend(Backend):
     def stream_text(self, req: TextRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         payload = generate_payload(req, stream=True)
         logger.debug(
-            "{} <- POST /api/generate model={} raw={}", self.title, req.model, payload["raw"]
+            "{} <- POST /api/generate model={} raw={}", self.title, req.model, payload.get("raw")
         )
         resp = self._send("POST", "/api/generate", json=payload, stream=True)
         try:
@@ -180,6 +181,40 @@ class OllamaBackend(Backend):
         with self._send("POST", "/api/embed", json=embed_payload(req)) as resp:
             body = self._json(resp)
         return embedding_result(body, len(req.inputs), self.title)
+
+    # --- Ollama's own endpoints, for Relay's Ollama face (docs/ollama.md) ---------------------
+
+    def native(self, method: str, path: str, body: Any = None) -> Any:
+        """Call one of Ollama's informational endpoints (tags, ps, show, version); its JSON."""
+        with self._send(method, path, json=body) as resp:
+            return self._json(resp)
+
+    def forward(
+        self, method: str, path: str, body: bytes | Iterator[bytes] | None, content_type: str | None
+    ) -> tuple[int, str, Iterator[bytes]]:
+        """Send a model-management request on (pull, push, create, copy, delete, blobs); its
+        status, media type and body are streamed back as Ollama sent them (pull progress)."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = self._send(
+            method,
+            path,
+            data=body,
+            headers=headers,
+            stream=True,
+            keep_errors=True,
+            timeout=(self.timeout[0], max(self.timeout[1], 600.0)),
+            allow_redirects=False,
+        )
+        media = resp.headers.get("Content-Type", "application/json; charset=utf-8")
+        return resp.status_code, media, self._forwarded(resp)
+
+    def _forwarded(self, resp: requests.Response) -> Iterator[bytes]:
+        try:
+            yield from self._iter_body(resp)
+        except GatewayError as e:
+            logger.warning("{}: management reply cut off: {}", self.title, e.message)
+        finally:
+            resp.close()
 
     # --- translation ----------------------------------------------------------------------
 
@@ -225,10 +260,18 @@ class OllamaBackend(Backend):
         cannot call them (Open WebUI sends its built-in tools with every message): answering
         in text is what `tool_choice` "auto" allows, but not "required" or a named function.
         """
-        if "think" in payload and "does not support thinking" in e.message:
+        # A caller of Ollama's own API gets Ollama's answer to its `think` or `tools`, as from
+        # Ollama itself.
+        native = req.ollama if req.ollama is not None else {}
+        if (
+            "think" in payload
+            and "think" not in native
+            and "does not support thinking" in e.message
+        ):
             return "think"
         if (
             payload.get("tools")
+            and req.ollama is None
             and "does not support tools" in e.message
             and req.tool_choice != "required"
             and not isinstance(req.tool_choice, Mapping)
@@ -263,6 +306,8 @@ class OllamaBackend(Backend):
                 payload[name] = req.extra[name]
         if req.extra.get("keep_alive") is not None:
             payload["keep_alive"] = req.extra["keep_alive"]
+        if req.ollama is not None:
+            merge_native(payload, req.ollama)
         return payload
 
     def _messages(self, messages: tuple[Message, ...]) -> list[dict[str, Any]]:

@@ -32,6 +32,16 @@ def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:
     """
     options = sampling_options(req)
     extra = req.extra
+    if req.ollama is not None:
+        # Ollama's own /api/generate, sent on as it came: the template applies unless `raw`.
+        native: dict[str, Any] = {"model": req.model, "prompt": req.prompt}
+        if req.suffix is not None:
+            native["suffix"] = req.suffix
+        if options:
+            native["options"] = options
+        merge_native(native, req.ollama)
+        native["stream"] = stream
+        return native
     raw = extra["raw"] if isinstance(extra.get("raw"), bool) else req.suffix is None
     payload: dict[str, Any] = {"model": req.model, "prompt": req.prompt, "raw": raw}
     if req.suffix is not None:
@@ -42,6 +52,16 @@ def generate_payload(req: TextRequest, stream: bool) -> dict[str, Any]:
         payload["keep_alive"] = extra["keep_alive"]
     payload["stream"] = stream
     return payload
+
+
+def merge_native(payload: dict[str, Any], native: Mapping[str, Any]) -> None:
+    """Add the fields of a native Ollama request the core does not model; its `options` go on
+    over the ones built from the core's fields, the rest as they came."""
+    for name, value in native.items():
+        if name == "options" and isinstance(value, Mapping):
+            payload["options"] = {**payload.get("options", {}), **value}
+        else:
+            payload[name] = value
 
 
 def sampling_options(req: ChatRequest | TextRequest) -> dict[str, Any]:
@@ -105,6 +125,8 @@ def embed_payload(req: EmbeddingRequest) -> dict[str, Any]:
     for name in ("truncate", "keep_alive", "options"):  # Ollama-specific extras
         if req.extra.get(name) is not None:
             payload[name] = req.extra[name]
+    if req.ollama is not None:
+        merge_native(payload, req.ollama)
     return payload
 
 

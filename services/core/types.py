@@ -75,6 +75,10 @@ class ChatRequest:
     include_usage: bool = False
     # Fields Relay does not model, kept so pass-through backends lose nothing.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A request of Ollama's native API: its fields the core does not model (`options`,
+    # `keep_alive`, `think`, `format`, ...), which an Ollama backend sends on as they came and
+    # other backends ignore; None when the request came through another face (docs/ollama.md).
+    ollama: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +176,7 @@ class EmbeddingRequest:
     dimensions: int | None = None
     user: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    ollama: Mapping[str, Any] | None = None  # as on ChatRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +204,7 @@ class TextRequest:
     frequency_penalty: float | None = None
     user: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    ollama: Mapping[str, Any] | None = None  # as on ChatRequest (`system`, `raw`, `images`, ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,7 @@ def render_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def render_message(m: Message) -> dict[str, Any]:
-    """A core message in chat format: what stored Responses conversations keep, and what goes
-    to an OpenAI-compatible upstream."""
+    """A core message in chat format, as it goes to an OpenAI-compatible upstream."""
     out: dict[str, Any] = {"role": m.role}
     if isinstance(m.content, tuple):
         out["content"] = [

@@ -15,7 +15,15 @@ from typing import Any
 from loguru import logger
 
 from services.core.errors import GatewayError, UpstreamError
-from services.core.types import REPLACE_SEPARATOR, ChatDelta, ChatResult, ToolCall, Usage, new_id
+from services.core.types import (
+    REPLACE_SEPARATOR,
+    ChatDelta,
+    ChatResult,
+    Message,
+    ToolCall,
+    Usage,
+    new_id,
+)
 from services.faces.chat_reply import StreamStats, encode_json
 from services.faces.responses_request import ResponsesRequest
 
@@ -84,27 +92,27 @@ def status_of(finish_reason: str | None) -> str:
     return "incomplete" if finish_reason == "length" else "completed"
 
 
-def assistant_message(output: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chat message a response's output becomes in a later turn's history."""
+def assistant_message(output: list[dict[str, Any]]) -> Message:
+    """The core message a response's output becomes in a later turn's history.
+
+    Its reasoning is not part of it: earlier reasoning is not replayed to chat backends, as for
+    `reasoning` items in `input` (the Response object keeps it).
+    """
     text = "".join(
         p.get("text") or p.get("refusal") or ""
         for i in output
         if i["type"] == "message"
         for p in i["content"]
     )
-    calls = [
-        {
-            "id": i["call_id"],
-            "type": "function",
-            "function": {"name": i["name"], "arguments": i["arguments"]},
-        }
-        for i in output
-        if i["type"] == "function_call"
-    ]
-    message: dict[str, Any] = {"role": "assistant", "content": text or None}
-    if calls:
-        message["tool_calls"] = calls
-    return message
+    calls = [i for i in output if i["type"] == "function_call"]
+    return Message(
+        role="assistant",
+        content=text or None,
+        tool_calls=tuple(
+            ToolCall(id=c["call_id"], name=c["name"], arguments=c["arguments"], index=j)
+            for j, c in enumerate(calls)
+        ),
+    )
 
 
 class ResponseEvents:

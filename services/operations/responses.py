@@ -1,8 +1,8 @@
 """Responses API use cases: run a Responses request through the chat core, keep stored replies.
 
-Stored responses make previous_response_id work: each keeps the chat history it ended (input
-and output, without its instructions, which OpenAI does not carry over) and the Response
-object that GET /v1/responses/<id> returns.
+Stored responses make previous_response_id work: each keeps the conversation it ended as core
+messages (input and output, without its instructions, which OpenAI does not carry over) and the
+Response object that GET /v1/responses/<id> returns (services/state/response_store.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from loguru import logger
 from services.core.errors import GatewayError, InvalidRequestError, NotFoundError
 from services.core.gateway import Gateway
 from services.core.pipeline import Call, Outcome, Streamed
-from services.core.types import ChatRequest, new_id
-from services.faces.chat_reply import StreamStats, render_message
+from services.core.types import ChatRequest, Message, new_id
+from services.faces.chat_reply import StreamStats
 from services.faces.chat_request import parse_message
 from services.faces.responses_reply import (
     ResponseEvents,
@@ -30,20 +30,22 @@ from services.faces.responses_reply import (
 )
 from services.faces.responses_request import ResponsesRequest
 from services.operations import chat
+from services.state.message_records import MalformedRecord
 from services.state.reply_cache import CachePolicy
+from services.state.response_store import StoredResponse
 
 
 def retrieve(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
     """Return a Response object this key stored, or raise a 404."""
-    record = gw.responses.get(response_id, owner)
-    if record is None:
+    stored = _stored(gw, response_id, owner)
+    if stored is None:
         raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
-    return record["response"]  # type: ignore[no-any-return]
+    return stored.response
 
 
 def delete(gw: Gateway, response_id: str, owner: str) -> dict[str, Any]:
     """Delete a Response this key stored, or raise a 404."""
-    if not gw.responses.delete(response_id, owner):
+    if not gw.responses.delete(response_id, owner, _upgrade_history):
         raise NotFoundError(f"No stored response with id '{response_id}'.", param="response_id")
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
@@ -104,21 +106,20 @@ def _responses_params() -> Iterator[None]:
 
 def _chat_request(
     gw: Gateway, rreq: ResponsesRequest, owner: str
-) -> tuple[tuple[Any, ...], ChatRequest]:
-    """The stored history (chat-format messages, as kept) and the core request for this turn."""
-    history: tuple[Any, ...] = ()
-    mine = [render_message(m) for m in rreq.messages]
+) -> tuple[tuple[Message, ...], ChatRequest]:
+    """The conversation so far with this turn's input, and the core request for this turn."""
+    history: tuple[Message, ...] = ()
     if rreq.previous_response_id:
-        record = gw.responses.get(rreq.previous_response_id, owner)
-        if record is None:
+        stored = _stored(gw, rreq.previous_response_id, owner)
+        if stored is None:
             raise NotFoundError(
                 f"Previous response with id '{rreq.previous_response_id}' not found.",
                 param="previous_response_id",
             )
-        history = tuple(record["history"])
+        history = stored.messages
         # Each stored turn holds the whole conversation: refuse to grow one past the cap
         # rather than store ever larger records (store=false may still continue it).
-        if rreq.store and not gw.responses.may_continue([*history, *mine]):
+        if rreq.store and not gw.responses.may_continue((*history, *rreq.messages)):
             raise InvalidRequestError(
                 "The conversation is too long to store: continuing it from "
                 f"'{rreq.previous_response_id}' would exceed "
@@ -127,22 +128,38 @@ def _chat_request(
                 param="previous_response_id",
                 code="conversation_too_long",
             )
-    # Stored turns were checked when they were sent; errors here would name `input`.
-    before = tuple(parse_message(m, "input") for m in history)
-    return (*history, *mine), rreq.chat_request(before)
+    return (*history, *rreq.messages), rreq.chat_request(history)
+
+
+def _stored(gw: Gateway, response_id: str, owner: str) -> StoredResponse | None:
+    """The stored response, None when it is missing, expired, another key's or malformed."""
+    return gw.responses.get(response_id, owner, _upgrade_history)
+
+
+def _upgrade_history(history: list[Any]) -> tuple[Message, ...]:
+    """Upgrade path: the chat-format history of a record written before core message records.
+
+    Such records may still be in Redis for a TTL after an upgrade; they are read through the
+    chat face once, and the turn that continues one is stored as core messages. Remove this
+    when no record can be older than the upgrade (RELAY_RESPONSE_TTL after it).
+    """
+    try:
+        return tuple(parse_message(m, "input") for m in history)
+    except InvalidRequestError as e:
+        raise MalformedRecord("history: not chat-format messages") from e
 
 
 def _store(
     gw: Gateway,
     rreq: ResponsesRequest,
     owner: str,
-    history: tuple[Any, ...],
+    history: tuple[Message, ...],
     response: dict[str, Any],
 ) -> None:
     if not rreq.store or response["status"] == "failed":
         return
-    turn = [*history, assistant_message(response["output"])]
-    if not gw.responses.put(response["id"], owner, {"history": turn, "response": response}):
+    turn = (*history, assistant_message(response["output"]))
+    if not gw.responses.put(response["id"], owner, turn, response):
         # Larger than the key's whole budget: a later previous_response_id or GET of this id
         # gets the usual 404 (docs/threat-model.md).
         logger.warning("response {} not stored: larger than its byte budget", response["id"])

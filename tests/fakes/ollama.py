@@ -33,6 +33,12 @@ def created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
+def answers_tool(messages: Any) -> bool:
+    """Whether the last message other than a system message is a tool result."""
+    turns = [m for m in messages or [] if isinstance(m, dict) and m.get("role") != "system"]
+    return bool(turns) and turns[-1].get("role") == "tool"
+
+
 def call_id() -> str:
     return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
 
@@ -58,6 +64,10 @@ class Script:
     thinking_capable: bool = True  # False: `think` gets Ollama's 400
     tools_capable: bool = True  # False: any `tools` get Ollama's 400 (checked after `think`)
     gate: threading.Event | None = None  # hold every answer until the test sets it
+    # How the model answers once the conversation's last turn is a tool result: an agent's round
+    # trip (ask for a tool, then answer from its result) with one script per step, whatever other
+    # calls the client makes in between.
+    after_tool: Script | None = None
 
 
 @dataclass
@@ -78,6 +88,8 @@ class FakeOllama:
         self.requests: list[Recorded] = []
         self.disconnects: list[tuple[str, float]] = []
         self.completed: list[str] = []
+        self.blobs: dict[str, bytes] = {}
+        self.pull_pace = 0.0  # seconds between pull progress lines
         self._lock = threading.Lock()
         self._server = ServerThread(self.wsgi, port=port) if serve else None
         self.url = self._server.url if self._server else ""
@@ -99,6 +111,8 @@ class FakeOllama:
             self.requests.clear()
             self.disconnects.clear()
             self.completed.clear()
+            self.blobs.clear()
+            self.pull_pace = 0.0
 
     def last(self, path: str = "/api/chat") -> Recorded:
         return [r for r in self.requests if r.path == path][-1]
@@ -112,7 +126,7 @@ class FakeOllama:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body: Any = None
-        if request.method == "POST":
+        if request.method in ("POST", "DELETE") and not request.path.startswith("/api/blobs/"):
             raw = request.get_data()
             try:
                 body = json.loads(raw) if raw else None
@@ -142,7 +156,107 @@ class FakeOllama:
             return self.generate(body)
         if path == "/api/embed" and request.method == "POST":
             return self.embed(body)
+        if path == "/api/embeddings" and request.method == "POST":
+            return self.embeddings(body)
+        if path == "/api/show" and request.method == "POST":
+            return self.show(body)
+        if path == "/api/ps" and request.method == "GET":
+            return self.json({"models": [self.loaded(name) for name in self.models]})
+        if path == "/api/pull" and request.method == "POST":
+            return self.pull(body)
+        if path in ("/api/push", "/api/create") and request.method == "POST":
+            return self.json({"status": "success"})
+        if path == "/api/copy" and request.method == "POST":
+            return self.copy(body)
+        if path == "/api/delete" and request.method == "DELETE":
+            return self.delete(body)
+        if path.startswith("/api/blobs/") and request.method in ("HEAD", "POST"):
+            digest = path.removeprefix("/api/blobs/")
+            if request.method == "HEAD":
+                status = 200 if digest in self.blobs else 404
+                return Response(b"", status=status)
+            self.blobs[digest] = request.get_data()
+            return Response(b"", status=201)
         return Response("404 page not found", status=404, content_type="text/plain")
+
+    # --- model information and management (reference §4.3-§4.6) --------------------------
+
+    def show(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        script = self.lookup(model)
+        if script is None:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        capabilities = ["completion", "tools"]
+        if script.thinking_capable:
+            capabilities.append("thinking")
+        return self.json(
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": 'stop                           "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": self.tag(model)["details"],
+                "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+                "capabilities": capabilities,
+                "modified_at": "2025-05-04T17:37:44.706015396-07:00",
+            }
+        )
+
+    def loaded(self, name: str) -> dict[str, Any]:
+        tag = self.tag(name)
+        return {
+            "name": name,
+            "model": name,
+            "size": tag["size"],
+            "digest": tag["digest"],
+            "details": tag["details"],
+            "expires_at": "2024-06-04T14:38:31.83753-07:00",
+            "size_vram": tag["size"],
+            "context_length": 4096,
+        }
+
+    def pull(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        full = model if ":" in model else model + ":latest"
+        steps = [
+            {"status": "pulling manifest"},
+            {"status": "pulling a80c4f17acd5", "digest": "sha256:a80c4f17acd5", "total": 100},
+            {
+                "status": "pulling a80c4f17acd5",
+                "digest": "sha256:a80c4f17acd5",
+                "total": 100,
+                "completed": 100,
+            },
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        if full not in self.models:
+            self.models.append(full)
+        if (body or {}).get("stream", True) is False:
+            return self.json(steps[-1])
+
+        def lines() -> Any:
+            for step in steps:
+                yield go_json(step) + b"\n"
+                time.sleep(self.pull_pace)
+
+        return Response(lines(), content_type="application/x-ndjson")
+
+    def copy(self, body: Any) -> Response:
+        source, destination = (body or {}).get("source", ""), (body or {}).get("destination", "")
+        if self.lookup(source) is None:
+            return self.json({"error": f"model '{source}' not found"}, 404)
+        full = destination if ":" in destination else destination + ":latest"
+        self.models.append(full)
+        return Response(b"", status=200)
+
+    def delete(self, body: Any) -> Response:
+        model = (body or {}).get("model") or (body or {}).get("name") or ""
+        full = model if ":" in model else model + ":latest"
+        if full not in self.models:
+            return self.json({"error": f"model '{model}' not found"}, 404)
+        self.models.remove(full)
+        return Response(b"", status=200)
 
     @staticmethod
     def json(obj: Any, status: int = 200) -> Response:
@@ -181,6 +295,8 @@ class FakeOllama:
         script = self.lookup(model)
         if script is None:
             return self.json({"error": f"model '{model}' not found"}, 404)
+        if script.after_tool is not None and answers_tool(body.get("messages")):
+            script = script.after_tool
         if script.gate is not None:
             script.gate.wait(30)
         if script.headers_delay:
@@ -344,6 +460,16 @@ class FakeOllama:
             if not finished:
                 with self._lock:
                     self.disconnects.append((model, time.monotonic()))
+
+    def embeddings(self, body: Any) -> Response:
+        """The legacy endpoint: one prompt, float64 numbers, no counts (reference §4.2)."""
+        if not isinstance(body, dict):
+            return self.json({"error": "missing request body"}, 400)
+        model = body.get("model") or ""
+        if self.lookup(model) is None:
+            return self.json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        prompt = body.get("prompt") or ""
+        return self.json({"embedding": fake_embedding(prompt) if prompt else []})
 
     def embed(self, body: Any) -> Response:
         if not isinstance(body, dict):

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 
 import config
-from settings import access as access_settings
 from services.access import keyfile
 from services.access.keys import ApiKey, KeyStore, digest
 from services.access.ratelimit import go_duration, limit_string, retry_after
@@ -26,6 +25,7 @@ from services.state.reply_cache import (
     cache_key,
     parse_cache_control,
 )
+from settings import access as access_settings
 
 
 @pytest.mark.parametrize(
