@@ -316,3 +316,53 @@ def test_bounds_at_the_ends_of_the_calendar_are_answered(gw):
         r = requests.get(gw.url + "/admin/usage", params=params, headers=ADMIN)
         assert r.status_code == 200, (params, r.text)
         assert r.json()["data"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_anthropic_face_is_recorded(gw, ollama: FakeOllama, stream):
+    r = requests.post(
+        gw.url + "/v1/messages",
+        json={
+            "model": "llama3.2",
+            "max_tokens": 50,
+            "stream": stream,
+            "messages": [{"role": "user", "content": f"hi {stream}"}],
+        },
+        headers={"anthropic-version": "2023-06-01", "x-api-key": API_KEY},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    rec = record_of(gw, r.headers["X-Request-ID"])
+    assert (rec["endpoint"], rec["key_name"], rec["backend"]) == ("/v1/messages", ME, "ollama")
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (12, 5)
+    assert (rec["streamed"], rec["abandoned"], rec["error_type"]) == (stream, False, None)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_ollama_face_is_recorded(gw, ollama: FakeOllama, stream):
+    r = requests.post(
+        gw.url + "/api/chat",
+        json={
+            "model": "llama3.2",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    rec = record_of(gw, r.headers["X-Request-ID"])
+    assert (rec["endpoint"], rec["key_name"], rec["model"]) == ("/api/chat", ME, "llama3.2")
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (12, 5)
+    assert (rec["streamed"], rec["abandoned"], rec["error_type"]) == (stream, False, None)
+
+
+def test_a_face_error_is_recorded_with_its_type(gw):
+    r = requests.post(
+        gw.url + "/v1/messages",
+        json={"model": "llama3.2", "messages": []},
+        headers={"anthropic-version": "2023-06-01", "x-api-key": API_KEY},
+    )
+    assert r.status_code == 400 and r.json()["type"] == "error"  # Anthropic's envelope
+    rec = record_of(gw, r.headers["X-Request-ID"])
+    assert (rec["status"], rec["error_type"]) == (400, "invalid_request_error")
