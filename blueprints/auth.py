@@ -44,6 +44,7 @@ def identify_caller() -> None:
             try:
                 g.api_key = gateway().keys.authenticate(second)
             except AuthenticationError:
+                g.secrets_tried = 2  # the limiter counts both guesses (ratelimit.py)
                 return
             g.key_in_authorization = True
             del g.auth_error

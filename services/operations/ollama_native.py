@@ -18,6 +18,7 @@ from loguru import logger
 from services.access.keys import ApiKey, authorize_model
 from services.backends.base import Backend
 from services.backends.ollama import OllamaBackend
+from services.common.json_keys import check_ollama_spelling
 from services.core.errors import (
     GatewayError,
     InvalidRequestError,
@@ -218,7 +219,15 @@ def manage(
     """Pass an admin key's pull, push, create, copy or delete to the Ollama backend that owns
     the model (the source, for a copy), after the key's model list allows every name."""
     check_admin(key, action)
+    # The body goes to Ollama as it came: every field that names a model must be the one
+    # checked here, not `From` or `ſource` beside it (docs/threat-model.md "The Ollama and
+    # Anthropic faces").
+    check_ollama_spelling(body)
     names = [body[n] for n in MANAGEMENT[action] if isinstance(body.get(n), str) and body[n]]
+    if action == "copy":
+        for field in MANAGEMENT["copy"]:
+            if not (isinstance(body.get(field), str) and body[field]):
+                raise InvalidRequestError(f"'{field}' is required.", param=field)
     if not names:
         field = MANAGEMENT[action][0]
         raise InvalidRequestError(f"'{field}' is required.", param=field)

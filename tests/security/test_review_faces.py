@@ -1,0 +1,224 @@
+"""An attacker's review of the Anthropic and Ollama faces (docs/threat-model.md "The Ollama
+and Anthropic faces").
+
+Ollama is a Go server: its encoding/json matches a JSON key to a field without regard to case
+(folding Unicode too: "ſ" reads as "s", the Kelvin sign as "k") and keeps the last of two keys
+that match one field. Relay reads keys exactly. Model management passes the caller's body to
+Ollama as it came, and the native routes send the fields Relay does not model on as they came:
+a field spelled another way (`From`, `ſtream`, `Messages`) was never checked by Relay and read
+by Ollama all the same. The fake Ollama here is Python and reads keys exactly, so the tests
+assert what reaches it: no spelling a Go server would read as another field.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.conftest import wait_until
+from tests.fakes.ollama import FakeOllama
+
+ADMIN = "sk-review-admin-0001"  # ollama_admin, models mine* and llama3.2*
+PLAIN = "sk-review-plain-0002"  # models llama3.2*
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def go_fold(name: str) -> str:
+    return "".join(c.lower().upper() for c in name)
+
+
+def _config(tmp, ollama_url: str) -> str:
+    config = tmp / "relay.toml"
+    config.write_text(
+        f"""
+[backends.local]
+type = "ollama"
+url = "{ollama_url}"
+
+[keys.admin]
+env = "KEY_ADMIN"
+ollama_admin = true
+models = ["mine*", "llama3.2*"]
+
+[keys.plain]
+env = "KEY_PLAIN"
+models = ["llama3.2*"]
+"""
+    )
+    return str(config)
+
+
+@pytest.fixture(scope="module")
+def gw(start_module_gateway, fake_ollama, tmp_path_factory):
+    env = {
+        "RELAY_CONFIG": _config(tmp_path_factory.mktemp("faces"), fake_ollama.url),
+        "RELAY_CACHE_TTL": "0",
+        "RELAY_UNAUTHENTICATED_PER_MINUTE": "0",
+        "KEY_ADMIN": ADMIN,
+        "KEY_PLAIN": PLAIN,
+    }
+    return start_module_gateway(env)
+
+
+def _send(gw, method: str, path: str, body: dict, key: str = ADMIN, **kw) -> requests.Response:
+    return requests.request(
+        method,
+        gw.url + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=10,
+        **kw,
+    )
+
+
+def _foreign_spellings(ollama: FakeOllama) -> list[str]:
+    """Top-level keys that reached Ollama spelled otherwise than Ollama's own lowercase fields."""
+    return [
+        k
+        for r in ollama.requests
+        if isinstance(r.body, dict)
+        for k in r.body
+        if k != go_fold(k).lower()
+    ]
+
+
+# --- finding 17: management fields spelled another way -----------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["From", "FROM", "fRoM"])
+def test_create_from_a_model_outside_the_list_in_another_case_is_refused(
+    gw, ollama: FakeOllama, spelling
+):
+    # Ollama reads `From` as `from`: the admin key would make its own `mine` out of qwen3:8b,
+    # a model its list does not allow, and then chat with it.
+    resp = _send(gw, "POST", "/api/create", {"model": "mine", spelling: "qwen3:8b"})
+    assert resp.status_code == 400, resp.text
+    assert list(resp.json()) == ["error"] and "from" in resp.json()["error"]
+    assert [r for r in ollama.requests if r.path == "/api/create"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body"),
+    [
+        ("/api/copy", "POST", {"source": "llama3.2", "Destination": "qwen3:8b"}),
+        ("/api/copy", "POST", {"ſource": "qwen3:8b", "destination": "mine"}),
+        ("/api/pull", "POST", {"name": "mine", "MODEL": "qwen3:8b"}),
+        ("/api/delete", "DELETE", {"name": "mine", "Model": "qwen3:8b"}),
+        ("/api/create", "POST", {"model": "mine", "Name": "qwen3:8b", "from": "llama3.2"}),
+    ],
+)
+def test_no_management_field_reaches_ollama_spelled_another_way(
+    gw, ollama: FakeOllama, path, method, body
+):
+    resp = _send(gw, method, path, body)
+    assert resp.status_code == 400, resp.text
+    assert list(resp.json()) == ["error"]
+    assert [r for r in ollama.requests if r.path == path] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"destination": "mine2"}, {"source": "llama3.2"}, {"source": "llama3.2", "destination": ""}],
+)
+def test_a_copy_missing_a_name_is_a_400_not_a_500(gw, ollama: FakeOllama, body):
+    resp = _send(gw, "POST", "/api/copy", body)
+    assert resp.status_code == 400, resp.text
+    assert list(resp.json()) == ["error"]
+    assert [r for r in ollama.requests if r.path == "/api/copy"] == []
+
+
+def test_create_and_copy_with_names_the_key_allows_still_work(gw, ollama: FakeOllama):
+    made = _send(gw, "POST", "/api/create", {"model": "mine", "from": "llama3.2", "stream": False})
+    assert made.status_code == 200, made.text
+    copied = _send(gw, "POST", "/api/copy", {"source": "llama3.2", "destination": "mine2"})
+    assert copied.status_code == 200, copied.text
+    assert "mine2:latest" in ollama.models
+    assert _foreign_spellings(ollama) == []
+
+
+# --- finding 18: native fields spelled another way on chat and generate -------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Relay streams (stream left out), Ollama would read `ſtream` and answer one object.
+        ("/api/chat", {"model": "llama3.2", "messages": HI, "ſtream": False}),
+        # Relay checks no message; Ollama would run the ones under `Messages`, images unchecked.
+        ("/api/chat", {"model": "llama3.2", "Messages": HI, "stream": False}),
+        ("/api/generate", {"model": "llama3.2", "Prompt": "Hi", "stream": False}),
+        ("/api/embed", {"model": "llama3.2", "Input": "Hi"}),
+        ("/api/show", {"model": "llama3.2", "Options": {}}),
+    ],
+)
+def test_native_fields_spelled_another_way_never_reach_ollama(gw, ollama: FakeOllama, path, body):
+    resp = _send(gw, "POST", path, body, key=PLAIN)
+    assert resp.status_code == 400, resp.text
+    assert list(resp.json()) == ["error"]
+    assert _foreign_spellings(ollama) == []
+
+
+def test_native_fields_spelled_as_ollama_spells_them_still_pass(gw, ollama: FakeOllama):
+    body = {"model": "llama3.2", "messages": HI, "stream": False, "keep_alive": "1m", "x_y": 1}
+    resp = _send(gw, "POST", "/api/chat", body, key=PLAIN)
+    assert resp.status_code == 200, resp.text
+    assert ollama.last("/api/chat").body["keep_alive"] == "1m"
+    assert _foreign_spellings(ollama) == []
+
+
+# --- finding 19: pull progress after the client left --------------------------------------
+
+
+def test_a_pull_whose_client_leaves_closes_the_upstream(gw, ollama: FakeOllama):
+    ollama.pull_pace = 0.3
+    resp = _send(gw, "POST", "/api/pull", {"model": "mine-big"}, stream=True)
+    assert resp.status_code == 200
+    next(resp.iter_lines())
+    resp.close()
+    wait_until(lambda: ollama.disconnects, timeout=10)
+    assert ollama.disconnects[0][0] == "pull mine-big"
+
+
+# --- finding 20: the Anthropic key fallback doubled the guessing rate ---------------------
+
+
+def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, tmp_path):
+    gw = start_gateway(
+        {
+            "RELAY_CONFIG": _config(tmp_path, fake_ollama.url),
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "4",
+            "RELAY_WORKERS": "1",
+            "KEY_ADMIN": ADMIN,
+            "KEY_PLAIN": PLAIN,
+        }
+    )
+    statuses = []
+    for n in range(4):
+        resp = requests.post(
+            gw.url + "/v1/messages",
+            json={"model": "llama3.2", "max_tokens": 5, "messages": HI},
+            headers={
+                "x-api-key": f"guess-a-{n}",
+                "Authorization": f"Bearer guess-b-{n}",
+                "anthropic-version": "2023-06-01",
+            },
+            timeout=10,
+        )
+        statuses.append(resp.status_code)
+        assert resp.json()["type"] == "error"
+    # Four tries a minute: two requests of two keys each, then the address is refused.
+    assert statuses == [401, 401, 429, 429]
+    # A stale x-api-key beside a valid Bearer key still works, for that key's own budget.
+    ok = requests.post(
+        gw.url + "/v1/messages/count_tokens",
+        json={"model": "llama3.2", "messages": HI},
+        headers={
+            "x-api-key": "sk-ant-stale",
+            "Authorization": f"Bearer {PLAIN}",
+            "anthropic-version": "2023-06-01",
+        },
+        timeout=10,
+    )
+    assert ok.status_code == 200, ok.text
