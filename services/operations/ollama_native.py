@@ -207,6 +207,36 @@ def check_admin(key: ApiKey, action: str) -> None:
         )
 
 
+def registry_host(name: str) -> str | None:
+    """The registry a model name makes Ollama call, when it names one: the first of three or
+    more `/`-separated parts (`host[:port]/namespace/model`), or anything with a scheme."""
+    if "://" in name:
+        return name
+    parts = name.split("/")
+    return parts[0] if len(parts) >= 3 else None
+
+
+def check_registry(key: ApiKey, name: str) -> None:
+    """A pull, a push or a create from a name that names a registry host is allowed only when
+    the key's list spells that host out (`registry.example/team/*`) or allows every model: a
+    wildcard meant for tags (`llama3.2*`) must not let the caller choose the host Ollama
+    connects to, nor where pushed weights go (docs/threat-model.md "The Ollama and Anthropic
+    faces")."""
+    host = registry_host(name)
+    if host is None or "*" in key.models:
+        return
+    for pattern in key.models:
+        named, slash, _ = pattern.partition("/")
+        literal = not any(c in named for c in "*?[")
+        if slash and literal and "://" not in pattern and named.lower() == host.lower():
+            return
+    raise PermissionDeniedError(
+        f"The API key '{key.name}' may not name the registry of `{name[:200]}`: its model list "
+        "must spell that registry host out.",
+        param="model",
+    )
+
+
 def manage(
     gw: Gateway,
     key: ApiKey,
@@ -235,8 +265,11 @@ def manage(
         names = names[:1]
     if action == "create" and isinstance(body.get("from"), str) and body["from"]:
         authorize_model(key, body["from"])  # no key makes a model it may not use its own
+        check_registry(key, body["from"])
     for name in names:
         authorize_model(key, name)
+        if action in ("pull", "push"):
+            check_registry(key, name)
     backend = gw.router.resolve(names[0])
     if not isinstance(backend, OllamaBackend):
         raise UnsupportedError(

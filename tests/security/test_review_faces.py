@@ -22,6 +22,8 @@ from tests.fakes.ollama import FakeOllama
 
 ADMIN = "sk-review-admin-0001"  # ollama_admin, models mine* and llama3.2*
 PLAIN = "sk-review-plain-0002"  # models llama3.2*
+HOSTED = "sk-review-hosted-0003"  # ollama_admin, models registry.example/team/*
+EVERY = "sk-review-every-0004"  # ollama_admin, every model
 HI = [{"role": "user", "content": "Hi"}]
 
 
@@ -45,6 +47,15 @@ models = ["mine*", "llama3.2*"]
 [keys.plain]
 env = "KEY_PLAIN"
 models = ["llama3.2*"]
+
+[keys.hosted]
+env = "KEY_HOSTED"
+ollama_admin = true
+models = ["registry.example/team/*"]
+
+[keys.every]
+env = "KEY_EVERY"
+ollama_admin = true
 """
     )
     return str(config)
@@ -58,6 +69,8 @@ def gw(start_module_gateway, fake_ollama, tmp_path_factory):
         "RELAY_UNAUTHENTICATED_PER_MINUTE": "0",
         "KEY_ADMIN": ADMIN,
         "KEY_PLAIN": PLAIN,
+        "KEY_HOSTED": HOSTED,
+        "KEY_EVERY": EVERY,
     }
     return start_module_gateway(env)
 
@@ -168,6 +181,39 @@ def test_native_fields_spelled_as_ollama_spells_them_still_pass(gw, ollama: Fake
     assert _foreign_spellings(ollama) == []
 
 
+# --- finding 21: a pattern's wildcard reaching into a registry host ----------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # `llama3.2*` was meant for llama3.2's tags; Ollama reads the first of three parts as
+        # the registry to call, so the key chose the host Ollama connects to (any address its
+        # name resolves to, plain HTTP with `insecure`) and where pushed weights go.
+        ("/api/pull", {"model": "llama3.2.registry.example/x/y", "insecure": True}),
+        ("/api/push", {"model": "mine.registry.example:5000/x/y"}),
+        ("/api/pull", {"model": "https://mine.registry.example/x/y"}),
+        ("/api/create", {"model": "mine", "from": "mine.registry.example/x/y"}),
+    ],
+)
+def test_a_wildcard_does_not_choose_the_registry_host(gw, ollama: FakeOllama, path, body):
+    resp = _send(gw, "POST", path, body)
+    assert resp.status_code == 403, resp.text
+    assert list(resp.json()) == ["error"] and "registry" in resp.json()["error"]
+    assert [r for r in ollama.requests if r.path == path] == []
+
+
+def test_a_registry_host_named_in_the_keys_list_or_every_model_still_works(gw, ollama):
+    named = _send(gw, "POST", "/api/pull", {"model": "registry.example/team/m"}, key=HOSTED)
+    assert named.status_code == 200, named.text
+    other = _send(gw, "POST", "/api/pull", {"model": "registry.example/teamx/m"}, key=HOSTED)
+    assert other.status_code == 403
+    every = _send(gw, "POST", "/api/pull", {"model": "hf.co/org/m", "stream": False}, key=EVERY)
+    assert every.status_code == 200, every.text
+    plain = _send(gw, "POST", "/api/pull", {"model": "llama3.2:1b", "stream": False})
+    assert plain.status_code == 200, plain.text
+
+
 # --- finding 19: pull progress after the client left --------------------------------------
 
 
@@ -192,6 +238,8 @@ def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, 
             "RELAY_WORKERS": "1",
             "KEY_ADMIN": ADMIN,
             "KEY_PLAIN": PLAIN,
+            "KEY_HOSTED": HOSTED,
+            "KEY_EVERY": EVERY,
         }
     )
     statuses = []
