@@ -263,6 +263,13 @@ def manage(
         raise InvalidRequestError(f"'{field}' is required.", param=field)
     if action != "copy":
         names = names[:1]
+    for old in ("modelfile", "path") if action == "create" else ():
+        if body.get(old) is not None:  # an old Ollama's Modelfile `FROM`, or a file on its disk
+            raise InvalidRequestError(
+                f"'{old}' is not accepted: name the base model in 'from', and upload files as "
+                "blobs named in 'files'.",
+                param=old,
+            )
     if action == "create" and isinstance(body.get("from"), str) and body["from"]:
         authorize_model(key, body["from"])  # no key makes a model it may not use its own
         check_registry(key, body["from"])

@@ -131,6 +131,17 @@ def test_no_management_field_reaches_ollama_spelled_another_way(
     assert [r for r in ollama.requests if r.path == path] == []
 
 
+@pytest.mark.parametrize("field", ["modelfile", "path"])
+def test_create_from_an_old_modelfile_is_refused(gw, ollama: FakeOllama, field):
+    # Ollama before 0.5.5 read a Modelfile (`FROM qwen3:8b`) or a file on its own disk: names
+    # Relay never sees. Today's Ollama ignores both; no client of this API sends them.
+    body = {"model": "mine", field: "FROM qwen3:8b" if field == "modelfile" else "/etc/x"}
+    resp = _send(gw, "POST", "/api/create", body)
+    assert resp.status_code == 400, resp.text
+    assert field in resp.json()["error"]
+    assert [r for r in ollama.requests if r.path == "/api/create"] == []
+
+
 @pytest.mark.parametrize(
     "body",
     [{"destination": "mine2"}, {"source": "llama3.2"}, {"source": "llama3.2", "destination": ""}],
@@ -225,6 +236,17 @@ def test_a_pull_whose_client_leaves_closes_the_upstream(gw, ollama: FakeOllama):
     resp.close()
     wait_until(lambda: ollama.disconnects, timeout=10)
     assert ollama.disconnects[0][0] == "pull mine-big"
+
+
+def test_a_generate_stream_whose_client_leaves_closes_the_upstream(gw, ollama: FakeOllama):
+    ollama.script("llama3.2", content=["tok"] * 200, pace=0.05)
+    resp = _send(
+        gw, "POST", "/api/generate", {"model": "llama3.2", "prompt": "Hi"}, PLAIN, stream=True
+    )
+    assert json.loads(next(resp.iter_lines()))["response"] == "tok"
+    resp.close()
+    wait_until(lambda: ollama.disconnects, timeout=10)
+    assert ollama.disconnects[0][0] == "llama3.2" and "llama3.2" not in ollama.completed
 
 
 # --- finding 20: the Anthropic key fallback doubled the guessing rate ---------------------
