@@ -292,3 +292,71 @@ def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, 
         timeout=10,
     )
     assert ok.status_code == 200, ok.text
+
+
+# --- what held: the keyless probe, Anthropic image URLs -----------------------------------
+
+
+def test_the_keyless_probe_reveals_nothing_and_is_limited(start_gateway, fake_ollama, tmp_path):
+    gw = start_gateway(
+        {
+            "RELAY_CONFIG": _config(tmp_path, fake_ollama.url),
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "3",
+            "RELAY_WORKERS": "1",
+            "KEY_ADMIN": ADMIN,
+            "KEY_PLAIN": PLAIN,
+            "KEY_HOSTED": HOSTED,
+            "KEY_EVERY": EVERY,
+        }
+    )
+    answers = [requests.get(gw.url + "/api/hello", timeout=10) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    first = answers[0]
+    assert first.content == b""
+    shown = {k.lower() for k in first.headers}
+    assert shown <= {
+        "server", "date", "connection", "content-type", "content-length",
+        "request-id", "x-request-id", "x-cache",
+        # the address's own unauthenticated budget, as on a 401
+        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    }  # fmt: skip
+    assert "ollama" not in first.text.lower() and fake_ollama.url not in str(first.headers)
+    assert answers[3].json()["type"] == "error"  # Anthropic's envelope, even when limited
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9\\@1.1.1.1/x.png",
+        "http://[::ffff:127.0.0.1]/x.png",
+        "http://2130706433/x.png",
+    ],
+)
+def test_anthropic_image_urls_go_through_the_guarded_fetcher(
+    start_gateway, fake_ollama, ollama, tmp_path, url
+):
+    gw = start_gateway(
+        {
+            "RELAY_CONFIG": _config(tmp_path, fake_ollama.url),
+            "RELAY_FETCH_IMAGE_URLS": "true",
+            "KEY_ADMIN": ADMIN,
+            "KEY_PLAIN": PLAIN,
+            "KEY_HOSTED": HOSTED,
+            "KEY_EVERY": EVERY,
+        }
+    )
+    image = {"type": "image", "source": {"type": "url", "url": url}}
+    body = {
+        "model": "llama3.2",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [image]}],
+    }
+    resp = requests.post(
+        gw.url + "/v1/messages", json=body, headers={"x-api-key": PLAIN}, timeout=10
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["type"] == "invalid_request_error"
+    assert [r for r in ollama.requests if r.path == "/api/chat"] == []
