@@ -270,7 +270,7 @@ def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, 
             gw.url + "/v1/messages",
             json={"model": "llama3.2", "max_tokens": 5, "messages": HI},
             headers={
-                "x-api-key": f"guess-a-{n}",
+                "x-api-key": f"sk-ant-guess-a-{n}",
                 "Authorization": f"Bearer guess-b-{n}",
                 "anthropic-version": "2023-06-01",
             },
@@ -292,6 +292,42 @@ def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, 
         timeout=10,
     )
     assert ok.status_code == 200, ok.text
+
+
+def test_a_key_holder_cannot_guess_other_keys_for_free_beside_its_own(
+    start_gateway, fake_ollama, tmp_path
+):
+    # A wrong x-api-key beside a valid Bearer key was tried, then the Bearer key answered: each
+    # guess cost the holder's own budget (none, for a key without limits) instead of the
+    # address's few unauthenticated tries, and a right guess ran as the other key (an oracle).
+    gw = start_gateway(
+        {
+            "RELAY_CONFIG": _config(tmp_path, fake_ollama.url),
+            "RELAY_UNAUTHENTICATED_PER_MINUTE": "2",
+            "RELAY_WORKERS": "1",
+            "KEY_ADMIN": ADMIN,
+            "KEY_PLAIN": PLAIN,
+            "KEY_HOSTED": HOSTED,
+            "KEY_EVERY": EVERY,
+        }
+    )
+
+    def count(x_api_key: str) -> requests.Response:
+        return requests.post(
+            gw.url + "/v1/messages/count_tokens",
+            json={"model": "llama3.2", "messages": HI},
+            headers={
+                "x-api-key": x_api_key,
+                "Authorization": f"Bearer {PLAIN}",
+                "anthropic-version": "2023-06-01",
+            },
+            timeout=10,
+        )
+
+    statuses = [count(f"sk-review-guess-{n:04d}").status_code for n in range(4)]
+    assert statuses == [401, 401, 429, 429]
+    # A stale Anthropic key (Anthropic's keys start with sk-ant-) still falls back.
+    assert count("sk-ant-api03-stale").status_code == 200
 
 
 # --- what held: the keyless probe, Anthropic image URLs -----------------------------------
