@@ -209,10 +209,11 @@ def check_admin(key: ApiKey, action: str) -> None:
 
 def registry_host(name: str) -> str | None:
     """The registry a model name makes Ollama call, when it names one: the first of three or
-    more `/`-separated parts (`host[:port]/namespace/model`), or anything with a scheme."""
+    more `/`-separated parts (`host[:port]/namespace/model`), or anything with a scheme. An
+    Ollama on Windows reads `\\` as `/` too."""
     if "://" in name:
         return name
-    parts = name.split("/")
+    parts = name.replace("\\", "/").split("/")
     return parts[0] if len(parts) >= 3 else None
 
 

@@ -203,6 +203,7 @@ def test_native_fields_spelled_as_ollama_spells_them_still_pass(gw, ollama: Fake
         # name resolves to, plain HTTP with `insecure`) and where pushed weights go.
         ("/api/pull", {"model": "llama3.2.registry.example/x/y", "insecure": True}),
         ("/api/push", {"model": "mine.registry.example:5000/x/y"}),
+        ("/api/push", {"model": "mine.registry.example\\x\\y"}),  # Windows: `\\` is `/`
         ("/api/pull", {"model": "https://mine.registry.example/x/y"}),
         ("/api/create", {"model": "mine", "from": "mine.registry.example/x/y"}),
     ],
