@@ -97,7 +97,7 @@ def _foreign_spellings(ollama: FakeOllama) -> list[str]:
     ]
 
 
-# --- finding 17: management fields spelled another way -----------------------------------
+# --- findings 17, 19, 22: management fields spelled another way, missing, or old --------
 
 
 @pytest.mark.parametrize("spelling", ["From", "FROM", "fRoM"])
@@ -226,7 +226,7 @@ def test_a_registry_host_named_in_the_keys_list_or_every_model_still_works(gw, o
     assert plain.status_code == 200, plain.text
 
 
-# --- finding 19: pull progress after the client left --------------------------------------
+# --- what held: streams whose client leaves -----------------------------------------------
 
 
 def test_a_pull_whose_client_leaves_closes_the_upstream(gw, ollama: FakeOllama):
@@ -250,7 +250,7 @@ def test_a_generate_stream_whose_client_leaves_closes_the_upstream(gw, ollama: F
     assert ollama.disconnects[0][0] == "llama3.2" and "llama3.2" not in ollama.completed
 
 
-# --- finding 20: the Anthropic key fallback doubled the guessing rate ---------------------
+# --- findings 20, 23: the Anthropic key fallback -----------------------------------------
 
 
 def test_two_keys_in_one_request_count_as_two_tries(start_gateway, fake_ollama, tmp_path):
