@@ -10,6 +10,8 @@ the test to check.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import select
@@ -32,17 +34,26 @@ FLAGS = [
 ]
 
 
+def _above_nine(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Chromium:
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         chromium = shutil.which("chromium")
         assert chromium, "chromium is installed by scripts/test.sh"
         to_browser, self._to_browser = os.pipe()
         self._from_browser, from_browser = os.pipe()
+        # The browser's ends move above fd 9 first: were one of them 3 or 4 already, the shell's
+        # redirections below would overwrite it before it is copied (bash: dash takes one digit).
+        to_browser, from_browser = (_above_nine(to_browser), _above_nine(from_browser))
         command = [chromium, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}"]
         command += [f"--window-size={width},{height}", "about:blank"]
         quoted = " ".join("'" + part.replace("'", "'\\''") + "'" for part in command)
         self.proc = subprocess.Popen(
-            ["sh", "-c", f"exec {quoted} 3<&{to_browser} 4>&{from_browser}"],
+            ["bash", "-c", f"exec {quoted} 3<&{to_browser} 4>&{from_browser}"],
             pass_fds=(to_browser, from_browser),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -152,15 +163,19 @@ class Chromium:
             "Page.captureScreenshot",
             format="png",
             captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"], "scale": 1},
+            clip={
+                "x": 0,
+                "y": 0,
+                "width": metrics["width"],
+                "height": metrics["height"],
+                "scale": 1,
+            },
         )
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):  # it may close first
             self.call("Browser.close")
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,245 @@
+"""The operator dashboard through real gunicorn: /admin/dashboard.json's numbers equal the traffic
+sent, only the admin sees them, and the page draws them in headless Chromium with no console
+error (docs/operations.md "Dashboard")."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from tests.chromium import Chromium
+from tests.conftest import API_KEY, wait_until
+from tests.fakes.ollama import FakeOllama
+from tests.usage.conftest import ADMIN, ADMIN_TOKEN, OTHER_KEY, chat, key_name, ledger_env
+
+ME, OTHER = key_name(API_KEY), key_name(OTHER_KEY)
+# What the traffic below is: per key, model and kind. The fake Ollama counts 12 prompt and
+# 5 completion tokens for every answer.
+SENT = 10
+ERRORS = 2
+ANSWERED = SENT - ERRORS
+
+
+@pytest.fixture(scope="module")
+def gw(start_module_gateway, fake_ollama, tmp_path_factory):
+    db = tmp_path_factory.mktemp("dashboard") / "relay.db"
+    return start_module_gateway(ledger_env(db, fake_ollama.url))
+
+
+@pytest.fixture(scope="module")
+def traffic(gw, fake_ollama: FakeOllama):
+    """Send the traffic once and wait until the ledger holds all of it."""
+    fake_ollama.reset()
+    fake_ollama.script("llama3.2", content=["a", "b", "c"], pace=0.01)
+    fake_ollama.script("qwen3:8b")
+    fake_ollama.script("broken", status=500, error="boom")
+    sent = [chat(gw) for _ in range(3)]  # me, llama3.2: 3 answers
+    sent += [chat(gw, stream=True, stream_options={"include_usage": True}) for _ in range(2)]
+    repeat = {"messages": [{"role": "user", "content": "the same question, twice"}]}
+    sent += [chat(gw, key=OTHER_KEY, model="qwen3:8b", **repeat) for _ in range(2)]  # a HIT
+    sent.append(chat(gw, key=OTHER_KEY, model="qwen3:8b"))
+    sent.append(chat(gw, key=OTHER_KEY, model="no-such-model"))  # 404
+    sent.append(chat(gw, model="broken"))  # 502
+    assert [r.status_code for r in sent] == [200] * ANSWERED + [404, 502]
+    assert sent[6].headers["X-Cache"] == "HIT"
+    assert len(sent) == SENT
+
+    def written() -> bool:
+        return dashboard(gw, "24h")["totals"]["requests"] == SENT
+
+    wait_until(written, timeout=15)
+    return sent
+
+
+def dashboard(gw, period: str, headers: dict[str, str] = ADMIN) -> dict:
+    r = requests.get(
+        gw.url + "/admin/dashboard.json", params={"period": period}, headers=headers, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["Cache-Control"] == "no-store"
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_the_numbers_match_the_traffic_sent(gw, traffic):
+    d = dashboard(gw, "24h")
+    assert (d["usage"], d["period"], d["bucket"], d["source"]) == ("on", "24h", "hour", "records")
+    assert len(d["buckets"]) == 24
+    t = d["totals"]
+    assert (t["requests"], t["errors"], t["cache_hits"], t["streamed"]) == (SENT, ERRORS, 1, 2)
+    assert (t["prompt_tokens"], t["completion_tokens"]) == (12 * ANSWERED, 5 * ANSWERED)
+    assert t["total_tokens"] == 17 * ANSWERED
+    assert (t["error_rate"], t["cache_hit_rate"]) == (ERRORS / SENT, 1 / SENT)
+
+    keys = {row["name"]: row for row in d["top"]["key"]}
+    assert set(keys) == {ME, OTHER}
+    assert (keys[ME]["requests"], keys[ME]["errors"], keys[ME]["total_tokens"]) == (6, 1, 17 * 5)
+    assert (keys[OTHER]["requests"], keys[OTHER]["errors"], keys[OTHER]["cache_hits"]) == (4, 1, 1)
+    models = {row["name"]: row["requests"] for row in d["top"]["model"]}
+    assert models == {"llama3.2": 5, "qwen3:8b": 3, "no-such-model": 1, "broken": 1}
+    assert d["top"]["model"][0]["name"] == "llama3.2"  # the busiest first
+
+    # Each series adds up, per name, to its row in the tables; nothing is left to "other".
+    for dimension, rows in (("key", keys), ("model", None)):
+        s = d["series"][dimension]
+        assert s["other"] is False and not any(s["requests"][-1])
+        for name, requests_by_hour, tokens_by_hour, errors_by_hour in zip(
+            s["names"], s["requests"], s["tokens"], s["errors"], strict=False
+        ):
+            assert len(requests_by_hour) == 24
+            expected = (rows or {n["name"]: n for n in d["top"]["model"]})[name]
+            assert sum(requests_by_hour) == expected["requests"]
+            assert sum(tokens_by_hour) == expected["total_tokens"]
+            assert sum(errors_by_hour) == expected["errors"]
+
+    latency = d["latency"]
+    assert latency["sample"] == latency["count"] == ANSWERED  # successful requests only
+    for measure in ("duration_ms", "first_token_ms"):
+        p = latency[measure]
+        assert 0 < p["p50"] <= p["p90"] <= p["p99"], (measure, p)
+    llama = next(m for m in latency["by_model"] if m["model"] == "llama3.2")
+    assert llama["count"] == 5 and llama["first_token_ms"]["p50"] > 0  # its two streams
+    qwen = next(m for m in latency["by_model"] if m["model"] == "qwen3:8b")
+    assert qwen["first_token_ms"]["p50"] is None  # no stream: no time to a first token
+
+    [backend] = d["backends"]
+    assert (backend["name"], backend["type"], backend["status"]) == ("ollama", "ollama", "ok")
+    assert "llama3.2:latest" in backend["models"]
+    assert d["budgets"] == []
+
+
+@pytest.mark.parametrize(("period", "days"), [("7d", 7), ("30d", 30)])
+def test_longer_periods_read_the_daily_roll_ups(gw, traffic, period, days):
+    d = dashboard(gw, period)
+    assert (d["bucket"], d["source"], len(d["buckets"])) == ("day", "daily", days)
+    today = datetime.now(UTC).date().isoformat()
+    assert d["buckets"][-1] == today + "T00:00:00Z"
+    t = d["totals"]
+    assert (t["requests"], t["errors"], t["cache_hits"]) == (SENT, ERRORS, 1)
+    assert t["total_tokens"] == 17 * ANSWERED
+    s = d["series"]["key"]
+    assert [sum(row) for row in s["requests"]] == [
+        {ME: 6, OTHER: 4}[name] for name in s["names"]
+    ] + [0]
+    assert s["requests"][0][-1] + s["requests"][1][-1] == SENT  # all of it today
+
+
+def test_only_the_admin_reads_it(gw, traffic):
+    url = gw.url + "/admin/dashboard.json"
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": API_KEY}):
+        r = requests.get(url, params={"period": "nonsense"}, headers=headers, timeout=10)
+        assert r.status_code == 403, headers  # refused before the parameter is even read
+        assert r.json()["error"]["code"] == "admin_forbidden"
+        assert "requests" not in r.text and ME not in r.text
+    bad = requests.get(url, params={"period": "1y"}, headers=ADMIN, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "period"
+    unknown = requests.get(url, params={"key": ME}, headers=ADMIN, timeout=10)
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "key"
+
+
+def test_the_page_is_a_shell_under_a_strict_policy(gw):
+    r = requests.get(gw.url + "/admin", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe" not in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["Cache-Control"] == "no-store"
+    # No inline script, nothing from another origin, and no data: only a shell.
+    assert not re.search(r"<script(?![^>]*\bsrc=)", r.text)
+    assert "http://" not in r.text and "https://" not in r.text and ME not in r.text
+    for src in re.findall(r'(?:src|href)="([^"]+)"', r.text):
+        asset = requests.get(gw.url + src, timeout=10)
+        assert asset.status_code == 200, src
+    js = requests.get(gw.url + "/admin/static/uplot/uPlot.iife.min.js", timeout=10)
+    assert js.headers["Content-Type"].startswith(("text/javascript", "application/javascript"))
+    assert js.text.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+
+
+# Drawn series: how many pixels of the first series' colour (#2563eb) each chart's canvas has.
+SERIES_PIXELS = """
+Object.fromEntries(Object.entries(window.relayDashboard.charts).map(([name, u]) => {
+  const c = u.ctx.canvas, px = u.ctx.getImageData(0, 0, c.width, c.height).data;
+  let blue = 0, painted = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    if (px[i + 3] > 0) painted++;
+    if (px[i + 3] > 200 && Math.abs(px[i] - 37) < 30 && Math.abs(px[i + 1] - 99) < 30
+        && Math.abs(px[i + 2] - 235) < 30) blue++;
+  }
+  return [name, {series: u.series.length, blue: blue, painted: painted}];
+}))
+"""
+
+
+@pytest.mark.browser
+def test_the_page_draws_the_charts_in_headless_chromium(gw, traffic, tmp_path):
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.navigate(gw.url + "/admin")
+        # Loopback is not an allowed address here: the page asks for the token.
+        browser.wait_for("document.body.dataset.state === 'token'")
+        refused = list(browser.errors)  # the one 403 that made the page ask
+        assert len(refused) == 1 and "403" in refused[0] and "/admin/dashboard.json" in refused[0]
+        browser.evaluate(
+            f"document.getElementById('token').value = {json.dumps(ADMIN_TOKEN)};"
+            "document.querySelector('#token-form button[type=submit]').click()"
+        )
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        drawn = browser.evaluate(SERIES_PIXELS)
+        assert drawn["key"]["series"] == 3  # the x axis and the two keys
+        assert drawn["model"]["series"] == 5  # the x axis and four models
+        for chart in drawn.values():
+            assert chart["blue"] > 20 and chart["painted"] > 1000, drawn
+        assert browser.evaluate("document.querySelectorAll('canvas').length") == 2
+        text = browser.evaluate("document.getElementById('content').innerText")
+        assert ME in text and OTHER in text and "llama3.2" in text and "ollama" in text
+        assert "No budgets are configured." in text
+        # The token stays in this tab's storage and headers, never in an address.
+        stored = browser.evaluate("sessionStorage.getItem('relay-admin-token')")
+        assert stored == ADMIN_TOKEN
+        assert all(ADMIN_TOKEN not in url for url in browser.requests)
+
+        browser.evaluate("document.querySelector('[data-period=\"7d\"]').click()")
+        browser.wait_for("location.search === '?period=7d'")
+        browser.wait_for(
+            "document.body.dataset.state === 'ready' && window.relayDashboard.data.period === '7d'"
+        )
+        browser.evaluate("document.querySelector('[data-metric=\"tokens\"]').click()")
+        drawn = browser.evaluate(SERIES_PIXELS)
+        assert drawn["key"]["blue"] > 20 and drawn["key"]["series"] == 3
+
+        browser.resize(390, 844, mobile=True)  # a phone: nothing wider than the screen
+        browser.evaluate("window.dispatchEvent(new Event('resize'))")
+        browser.wait_for("window.relayDashboard.charts.key.width <= 390")
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 390
+
+        assert browser.errors == refused, browser.errors  # no console error, no CSP refusal
+        assert all(url.startswith(gw.url + "/") for url in browser.requests), browser.requests
+    finally:
+        browser.close()
+
+
+@pytest.mark.browser
+def test_without_the_ledger_the_page_says_usage_is_off(start_gateway, fake_ollama, tmp_path):
+    env = {
+        "OLLAMA_BASE_URL": fake_ollama.url,
+        "RELAY_API_KEYS": API_KEY,
+        "RELAY_USAGE": "off",
+        "RELAY_METRICS_ALLOW": "127.0.0.1/32",  # an allowed address: no token asked
+    }
+    gw = start_gateway(env)
+    d = dashboard(gw, "7d", headers={})
+    assert (d["usage"], d["period"], d["budgets"]) == ("off", "7d", [])
+    assert "totals" not in d and d["backends"][0]["status"] == "ok"
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.navigate(gw.url + "/admin")
+        browser.wait_for("document.body.dataset.state === 'usage-off'")
+        text = browser.evaluate("document.body.innerText")
+        assert "Usage is off" in text and "RELAY_USAGE=off" in text and "ollama" in text
+        assert browser.evaluate("document.getElementById('usage').hidden") is True
+        assert browser.errors == []
+    finally:
+        browser.close()
