@@ -5,6 +5,7 @@ error (docs/operations.md "Dashboard")."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 
@@ -14,7 +15,15 @@ import requests
 from tests.chromium import Chromium
 from tests.conftest import API_KEY, wait_until
 from tests.fakes.ollama import FakeOllama
-from tests.usage.conftest import ADMIN, ADMIN_TOKEN, OTHER_KEY, chat, key_name, ledger_env
+from tests.usage.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    OTHER_KEY,
+    admin_records,
+    chat,
+    key_name,
+    ledger_env,
+)
 
 ME, OTHER = key_name(API_KEY), key_name(OTHER_KEY)
 # What the traffic below is: per key, model and kind. The fake Ollama counts 12 prompt and
@@ -111,6 +120,50 @@ def test_the_numbers_match_the_traffic_sent(gw, traffic):
     assert d["budgets"] == []
 
 
+def nearest_rank(values: list[float], p: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1], 1)
+
+
+def test_the_percentiles_are_those_of_the_recorded_durations(gw, traffic):
+    """p50/p90/p99 recomputed from the raw records the ledger serves at /admin/usage/records."""
+    records = admin_records(gw, limit="1000")
+    assert len(records) == SENT
+    ok = [r for r in records if r["status"] < 400 and r["error_type"] is None]
+    latency = dashboard(gw, "24h")["latency"]
+    for measure in ("duration_ms", "first_token_ms"):
+        values = [r[measure] for r in ok if r[measure] is not None]
+        expected = {f"p{p}": nearest_rank(values, p) for p in (50, 90, 99)}
+        assert latency[measure] == expected, measure
+    llama = next(m for m in latency["by_model"] if m["model"] == "llama3.2")
+    durations = [r["duration_ms"] for r in ok if r["model"] == "llama3.2"]
+    assert llama["duration_ms"]["p90"] == nearest_rank(durations, 90)
+
+
+def test_names_beyond_the_busiest_eight_are_one_other_series(start_gateway, fake_ollama, tmp_path):
+    gw = start_gateway(ledger_env(tmp_path / "relay.db", fake_ollama.url))
+    # Twelve models, the first asked 12 times, the next 11, ... the last once: 78 requests.
+    sent = 0
+    for n in range(12):
+        for _ in range(12 - n):
+            assert chat(gw, model=f"model-{n:02d}").status_code == 404  # asked, not served
+            sent += 1
+    wait_until(lambda: dashboard(gw, "24h")["totals"]["requests"] == sent, timeout=15)
+    for period in ("24h", "30d"):
+        d = dashboard(gw, period)
+        top = d["top"]["model"]
+        assert [row["name"] for row in top] == [f"model-{n:02d}" for n in range(8)]
+        assert [row["requests"] for row in top] == list(range(12, 4, -1))
+        s = d["series"]["model"]
+        assert s["names"] == [row["name"] for row in top] and s["other"] is True
+        assert len(s["requests"]) == 9  # eight names, then the others
+        assert sum(s["requests"][-1]) == 4 + 3 + 2 + 1  # the four quietest, together
+        assert sum(s["errors"][-1]) == 10 and sum(map(sum, s["requests"])) == sent
+        assert d["totals"]["errors"] == sent and d["totals"]["error_rate"] == 1.0
+
+
 @pytest.mark.parametrize(("period", "days"), [("7d", 7), ("30d", 30)])
 def test_longer_periods_read_the_daily_roll_ups(gw, traffic, period, days):
     d = dashboard(gw, period)
@@ -180,12 +233,19 @@ def test_the_page_draws_the_charts_in_headless_chromium(gw, traffic, tmp_path):
         browser.navigate(gw.url + "/admin")
         # Loopback is not an allowed address here: the page asks for the token.
         browser.wait_for("document.body.dataset.state === 'token'")
-        refused = list(browser.errors)  # the one 403 that made the page ask
-        assert len(refused) == 1 and "403" in refused[0] and "/admin/dashboard.json" in refused[0]
-        browser.evaluate(
-            f"document.getElementById('token').value = {json.dumps(ADMIN_TOKEN)};"
+        assert browser.evaluate("document.getElementById('content').hidden") is True
+        enter = (
+            "document.getElementById('token').value = {};"
             "document.querySelector('#token-form button[type=submit]').click()"
         )
+        browser.evaluate(enter.format(json.dumps("not-the-admin-token")))
+        browser.wait_for("document.getElementById('status').textContent.includes('refused')")
+        assert browser.evaluate("document.body.dataset.state") == "token"
+        # The two 403s that made the page ask, without a token and with a wrong one.
+        refused = list(browser.errors)
+        assert len(refused) == 2, refused
+        assert all("403" in e and "/admin/dashboard.json" in e for e in refused)
+        browser.evaluate(enter.format(json.dumps(ADMIN_TOKEN)))
         browser.wait_for("document.body.dataset.state === 'ready'")
         drawn = browser.evaluate(SERIES_PIXELS)
         assert drawn["key"]["series"] == 3  # the x axis and the two keys
