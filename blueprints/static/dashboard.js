@@ -12,7 +12,8 @@
   const state = { period: "24h", metric: "requests", data: null, charts: {} };
   const count = new Intl.NumberFormat("en");
   const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
-  window.relayDashboard = state; // read by the browser test: drawn charts and their series
+  // Read by the browser test: the drawn charts, their series and the data; render() redraws.
+  window.relayDashboard = state;
 
   const $ = (id) => document.getElementById(id);
 
@@ -206,18 +207,17 @@
   function budgets(list) {
     $("budgets-none").hidden = list.length > 0;
     $("budgets").hidden = list.length === 0;
-    table("budgets", ["for", "window", "what", "used", "limit", "resets"],
-      list.map((b) => [b.key || b.group || "–", b.window, b.metric, count.format(b.used),
-                       count.format(b.limit), when(b.resets_at)]));
+    table("budgets", ["key", "budget", "spent", "limit", "resets"],
+      list.map((b) => [b.key || b.group || "–", String(b.budget || "").replace(/_/g, " "),
+                       count.format(b.spent), count.format(b.limit), when(b.resets_at)]));
     const rows = $("budgets").querySelectorAll("tr");
     list.forEach((b, i) => {
-      const cell = rows[i + 1].children[3];
       const bar = el("span", null, "bar");
       const fill = el("span");
-      fill.style.width = Math.min(100, b.limit ? (100 * b.used) / b.limit : 0) + "%";
-      if (b.limit && b.used >= b.limit) bar.classList.add("full");
+      fill.style.width = Math.min(100, b.limit ? (100 * b.spent) / b.limit : 100) + "%";
+      if (b.spent >= b.limit) bar.classList.add("full");
       bar.append(fill);
-      cell.append(bar);
+      rows[i + 1].children[2].append(bar);
     });
   }
 
@@ -226,6 +226,8 @@
       button.setAttribute("aria-pressed", String(button.dataset[attribute] === value));
     }
   }
+
+  state.render = render;
 
   function start() {
     const asked = new URLSearchParams(location.search).get("period");

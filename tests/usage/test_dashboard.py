@@ -256,6 +256,25 @@ def test_the_page_draws_the_charts_in_headless_chromium(gw, traffic, tmp_path):
         text = browser.evaluate("document.getElementById('content').innerText")
         assert ME in text and OTHER in text and "llama3.2" in text and "ollama" in text
         assert "No budgets are configured." in text
+        # A budget as the gateway will list it, under a name written as text, never as HTML.
+        marked = "<img src=x onerror=alert(1)>"
+        budget = {
+            "key": marked,
+            "budget": "tokens_per_day",
+            "limit": 1000,
+            "spent": 250,
+            "remaining": 750,
+            "resets_at": "2026-12-01T00:00:00Z",
+        }
+        browser.evaluate(
+            f"window.relayDashboard.data.budgets = [{json.dumps(budget)}];"
+            "window.relayDashboard.render()"
+        )
+        row = browser.evaluate("document.querySelectorAll('#budgets tr')[1].innerText")
+        assert marked in row and "tokens per day" in row and "250" in row and "1,000" in row
+        assert browser.evaluate("document.querySelectorAll('img').length") == 0
+        assert browser.evaluate("document.querySelector('#budgets .bar span').style.width") == "25%"
+        assert browser.evaluate("document.getElementById('budgets-none').hidden") is True
         # The token stays in this tab's storage and headers, never in an address.
         stored = browser.evaluate("sessionStorage.getItem('relay-admin-token')")
         assert stored == ADMIN_TOKEN
