@@ -1,11 +1,12 @@
 """The operator dashboard's numbers: one period's usage as totals, series over time per key and
 per model, the top keys and models, and latency percentiles (docs/operations.md "Dashboard").
 
-Every query is bounded. The last 24 hours are summed per hour from the raw records (a scan of
-that day's rows through the `ts` index); 7 and 30 days per day from the daily roll-ups (a few
-rows per key, model and day). Sums come back as at most `TOP` names per chart (the rest is one
-`other` series) times the period's buckets. Percentiles are computed in Python over a bounded
-sample: the newest `SAMPLE` successful records of the period.
+Every query is bounded and none reads the raw records but one. The last 24 hours and 7 days are
+summed from the hourly roll-ups, 30 days from the daily ones: a few rows per key, model and hour
+or day, however busy the gateway (docs/design.md §10.4). Sums come back as at most `TOP` names per
+chart (the rest is one `other` series) times the period's buckets. Percentiles need the values,
+so they are computed in Python over a bounded sample: the newest `SAMPLE` successful records of
+the period.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
 from services.core.errors import InvalidRequestError
-from services.usage.schema import usage_daily, usage_records
+from services.usage.schema import usage_daily, usage_hourly, usage_records
 
 TOP = 8  # names per chart and per table; the rest is summed as "other"
 SAMPLE = 5000  # records the latency percentiles are computed over
@@ -47,7 +48,7 @@ class Period:
 
 PERIODS = {
     "24h": Period("24h", "hour", 24),
-    "7d": Period("7d", "day", 7),
+    "7d": Period("7d", "hour", 7 * 24),
     "30d": Period("30d", "day", 30),
 }
 DEFAULT_PERIOD = "24h"
@@ -76,46 +77,16 @@ def buckets(period: Period, now: datetime) -> list[datetime]:
     return [today - timedelta(days=n) for n in range(period.count - 1, -1, -1)]
 
 
-def _hour(engine: Engine, column: Any) -> Any:
-    """A timestamp cut to its hour, in the database's own words."""
-    if engine.dialect.name == "sqlite":  # stored as text: 2026-11-30 08:15:02.123456
-        return sa.func.strftime("%Y-%m-%d %H:00:00", column)
-    return sa.func.date_trunc("hour", column)
-
-
-def _rows(engine: Engine, period: Period, since: datetime) -> Any:
-    """One row per raw record (24 h) or per daily roll-up (7 d, 30 d): bucket, names, sums."""
+def _rows(period: Period, since: datetime) -> Any:
+    """The roll-ups of the period: one row per bucket, key and model (and, for days, backend
+    and endpoint), with their sums."""
     if period.bucket == "day":
         d = usage_daily.c
-        return (
-            sa.select(
-                d.day.label("bucket"),
-                d.key_name,
-                d.model,
-                *(d[name] for name in SUMS),
-            )
-            .where(d.day >= since.date())
-            .subquery()
-        )
-    r = usage_records.c
-    error = sa.or_(r.status >= 400, r.error_type.is_not(None))
-    return (
-        sa.select(
-            _hour(engine, r.ts).label("bucket"),
-            sa.func.coalesce(r.key_name, "").label("key_name"),
-            sa.func.coalesce(r.model, "").label("model"),
-            sa.literal(1).label("requests"),
-            sa.case((error, 1), else_=0).label("errors"),
-            sa.case((r.cache == "HIT", 1), else_=0).label("cache_hits"),
-            sa.case((r.streamed, 1), else_=0).label("streamed"),
-            sa.case((r.abandoned, 1), else_=0).label("abandoned"),
-            r.prompt_tokens,
-            r.completion_tokens,
-            r.duration_ms,
-        )
-        .where(r.ts >= since)
-        .subquery()
-    )
+        daily = sa.select(d.day.label("bucket"), d.key_name, d.model, *(d[n] for n in SUMS))
+        return daily.where(d.day >= since.date()).subquery()
+    h = usage_hourly.c
+    hourly = sa.select(h.hour.label("bucket"), h.key_name, h.model, *(h[n] for n in SUMS))
+    return hourly.where(h.hour >= since).subquery()
 
 
 def _bucket_start(value: Any) -> datetime:
@@ -126,7 +97,7 @@ def _bucket_start(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-def _sums(row: RowMapping) -> dict[str, Any]:
+def _sums(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     out: dict[str, Any] = {name: int(row[name] or 0) for name in SUMS[:-1]}
     out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     requests = out["requests"]
@@ -145,10 +116,9 @@ def summary(engine: Engine, period: Period, now: datetime) -> dict[str, Any]:
     """The period's numbers, as the dashboard's data endpoint returns them."""
     starts = buckets(period, now)
     since = starts[0]
-    rows = _rows(engine, period, since)
-    sums = [sa.func.sum(rows.c[name]).label(name) for name in SUMS]
+    rows = _rows(period, since)
     with engine.connect() as conn:
-        total = conn.execute(sa.select(*sums)).mappings().one()
+        sums = [sa.func.sum(rows.c[name]).label(name) for name in SUMS]
         per_bucket = conn.execute(sa.select(rows.c.bucket, *sums).group_by(rows.c.bucket))
         bucket_totals = {_bucket_start(r["bucket"]): r for r in per_bucket.mappings()}
         top: dict[str, list[dict[str, Any]]] = {}
@@ -170,13 +140,17 @@ def summary(engine: Engine, period: Period, now: datetime) -> dict[str, Any]:
                 .limit(TOP * len(starts))
             ).mappings()
             series[dimension] = _series(starts, names, list(found), bucket_totals)
+    total: dict[str, Any] = dict.fromkeys(SUMS, 0)
+    for row in bucket_totals.values():
+        for name in SUMS:
+            total[name] += row[name] or 0
     latency = percentiles(engine, since)
     return {
         "period": period.name,
         "bucket": period.bucket,
         "since": _iso(since),
         "until": _iso(now),
-        "source": "daily" if period.bucket == "day" else "records",
+        "source": "daily" if period.bucket == "day" else "hourly",
         "buckets": [_iso(start) for start in starts],
         "totals": _sums(total),
         "top": top,

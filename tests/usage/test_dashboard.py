@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from services.usage.record import UsageRecord
+from services.usage.store import UsageStore
 from tests.chromium import Chromium
 from tests.conftest import API_KEY, wait_until
 from tests.fakes.ollama import FakeOllama
@@ -21,6 +24,7 @@ from tests.usage.conftest import (
     OTHER_KEY,
     admin_records,
     chat,
+    db_rows,
     key_name,
     ledger_env,
 )
@@ -75,7 +79,7 @@ def dashboard(gw, period: str, headers: dict[str, str] = ADMIN) -> dict:
 
 def test_the_numbers_match_the_traffic_sent(gw, traffic):
     d = dashboard(gw, "24h")
-    assert (d["usage"], d["period"], d["bucket"], d["source"]) == ("on", "24h", "hour", "records")
+    assert (d["usage"], d["period"], d["bucket"], d["source"]) == ("on", "24h", "hour", "hourly")
     assert len(d["buckets"]) == 24
     t = d["totals"]
     assert (t["requests"], t["errors"], t["cache_hits"], t["streamed"]) == (SENT, ERRORS, 1, 2)
@@ -164,12 +168,19 @@ def test_names_beyond_the_busiest_eight_are_one_other_series(start_gateway, fake
         assert d["totals"]["errors"] == sent and d["totals"]["error_rate"] == 1.0
 
 
-@pytest.mark.parametrize(("period", "days"), [("7d", 7), ("30d", 30)])
-def test_longer_periods_read_the_daily_roll_ups(gw, traffic, period, days):
+@pytest.mark.parametrize(
+    ("period", "bucket", "source", "count"),
+    [("7d", "hour", "hourly", 7 * 24), ("30d", "day", "daily", 30)],
+)
+def test_longer_periods_read_the_roll_ups(gw, traffic, period, bucket, source, count):
     d = dashboard(gw, period)
-    assert (d["bucket"], d["source"], len(d["buckets"])) == ("day", "daily", days)
-    today = datetime.now(UTC).date().isoformat()
-    assert d["buckets"][-1] == today + "T00:00:00Z"
+    assert (d["bucket"], d["source"], len(d["buckets"])) == (bucket, source, count)
+    now = datetime.now(UTC)
+    last = now.replace(minute=0, second=0, microsecond=0) if bucket == "hour" else now.date()
+    assert d["buckets"][-1].removesuffix("Z") in (
+        last.isoformat().removesuffix("+00:00"),
+        f"{last.isoformat()}T00:00:00",
+    )
     t = d["totals"]
     assert (t["requests"], t["errors"], t["cache_hits"]) == (SENT, ERRORS, 1)
     assert t["total_tokens"] == 17 * ANSWERED
@@ -177,7 +188,6 @@ def test_longer_periods_read_the_daily_roll_ups(gw, traffic, period, days):
     assert [sum(row) for row in s["requests"]] == [
         {ME: 6, OTHER: 4}[name] for name in s["names"]
     ] + [0]
-    assert s["requests"][0][-1] + s["requests"][1][-1] == SENT  # all of it today
 
 
 def test_only_the_admin_reads_it(gw, traffic):
@@ -322,3 +332,51 @@ def test_without_the_ledger_the_page_says_usage_is_off(start_gateway, fake_ollam
         assert browser.errors == []
     finally:
         browser.close()
+
+
+def made_up(ts: datetime, n: int) -> UsageRecord:
+    return UsageRecord(
+        ts=ts, request_id=f"req_old_{n}", key_name="team-a", model="llama3.2", backend="ollama",
+        upstream_model="llama3.2", endpoint="/v1/chat/completions", method="POST", status=200,
+        error_type=None, error_code=None, prompt_tokens=10, completion_tokens=4,
+        reasoning_tokens=None, cached_tokens=None, tokens_estimated=False, cache="MISS",
+        duration_ms=100.0 + n, first_token_ms=None, streamed=False, abandoned=False, client=None,
+    )  # fmt: skip
+
+
+def test_hourly_roll_ups_are_filled_from_the_records_and_pruned(
+    start_gateway, fake_ollama, tmp_path
+):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ages = [timedelta(hours=h) for h in (1, 5, 30, 100, 24 * 7 - 2)] + [timedelta(days=10)]
+    db = tmp_path / "relay.db"
+    store = UsageStore.open(f"sqlite:///{db}")
+    store.migrate()
+    store.write([made_up(now - age, n) for n, age in enumerate(ages)])
+    # A ledger written before the hourly roll-ups: version 1, without their table.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE usage_hourly")
+        conn.execute("DELETE FROM schema_version WHERE version = 2")
+    store.engine.dispose()
+
+    gw = start_gateway(ledger_env(db, fake_ollama.url))
+    assert "usage ledger schema migrated to version 2" in gw.logs()
+    day, week = dashboard(gw, "24h")["totals"], dashboard(gw, "7d")["totals"]
+    assert (day["requests"], day["prompt_tokens"], day["completion_tokens"]) == (2, 20, 8)
+    assert week["requests"] == 5  # all but the one 10 days old
+    assert dashboard(gw, "30d")["totals"]["requests"] == 6  # the daily roll-ups: all six
+    # The first write prunes: hourly roll-ups older than 8 days go, daily ones stay.
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO usage_hourly SELECT datetime(hour, '-30 days') AS hour, key_name, "
+            "model, requests, errors, streamed, abandoned, cache_hits, prompt_tokens, "
+            "completion_tokens, reasoning_tokens, cached_tokens, duration_ms FROM usage_hourly"
+        )
+    assert chat(gw).status_code == 200
+    wait_until(lambda: dashboard(gw, "24h")["totals"]["requests"] == 3, timeout=10)
+
+    def hours() -> int:
+        return db_rows(db, "SELECT count(*) AS n FROM usage_hourly")[0]["n"]  # type: ignore[no-any-return]
+
+    wait_until(lambda: hours() == 6, timeout=10)  # the five backfilled hours and the new one
+    assert db_rows(db, "SELECT count(*) AS n FROM usage_daily")[0]["n"] >= 6
