@@ -85,7 +85,7 @@
     top("top-key", "key", d.top.key);
     top("top-model", "model", d.top.model);
     latency(d.latency);
-    const from = d.bucket === "hour" ? "per hour, from the raw records" : "per day, from the daily roll-ups";
+    const from = d.bucket === "hour" ? "per hour" : "per day";
     setState("ready", "Last " + d.period + " (" + from + ", UTC), as of " + when(d.generated_at) + ".");
   }
 
