@@ -306,6 +306,12 @@ def test_the_page_draws_the_charts_in_headless_chromium(gw, traffic, tmp_path):
 
         assert browser.errors == refused, browser.errors  # no console error, no CSP refusal
         assert all(url.startswith(gw.url + "/") for url in browser.requests), browser.requests
+
+        # Forget the token: gone from the tab, and the page asks again.
+        browser.evaluate("document.getElementById('forget').click()")
+        browser.wait_for("document.body.dataset.state === 'token'")
+        assert browser.evaluate("sessionStorage.getItem('relay-admin-token')") is None
+        assert browser.evaluate("document.getElementById('content').hidden") is True
     finally:
         browser.close()
 
