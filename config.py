@@ -371,6 +371,15 @@ def _build(env: Mapping[str, str]) -> Settings:
     ):
         # The ledger is the budgets' truth (docs/access.md "Budgets"): without it, none is kept.
         raise ConfigError("budgets are set but RELAY_USAGE=off: budgets need the usage ledger")
+    monthly = access.budgets.defaults.tokens_per_month or access.budgets.defaults.requests_per_month
+    monthly = monthly or any(
+        k.budgets.tokens_per_month or k.budgets.requests_per_month for k in access.keys
+    )
+    if monthly and 0 < settings.usage.daily_retention_days < 31:
+        # A month's budget sums the month's daily roll-ups: they must outlive the month.
+        raise ConfigError(
+            "RELAY_USAGE_DAILY_RETENTION_DAYS must be 0 or at least 31 with a monthly budget"
+        )
     return settings
 
 
