@@ -23,8 +23,9 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import wait_until, write_config
+from tests.conftest import API_KEY, wait_until, write_config
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.openai_upstream import FakeOpenAI
 from tests.usage.conftest import ADMIN, ADMIN_TOKEN
 
 SECRETS = {
@@ -328,6 +329,21 @@ def test_the_overshoot_bound_holds_with_concurrent_requests_on_two_workers(
     assert shown["spent"] == admitted  # the ledger's truth, what was really admitted
 
 
+def test_two_gateways_on_one_database_keep_one_budget(
+    start_gateway: Callable[..., Any], database: Database, config: str, ollama: FakeOllama
+) -> None:
+    env = env_for(database, config, ollama.url, RELAY_BUDGET_CACHE_SECONDS="0")
+    gateways = [start_gateway(env), start_gateway(env)]
+    ollama.script("llama3.2")
+    codes = []
+    for i in range(6):  # one at a time, alternating: each sees what the other admitted
+        codes.append(openai_chat(gateways[i % 2], "capped").status_code)
+        settle()
+    assert codes == [200, 200, 200, 429, 429, 429]
+    for gw in gateways:
+        assert own_budgets(gw, "capped")["requests_per_day"]["spent"] == 3
+
+
 def test_budgets_are_read_from_the_ledger_after_a_restart(
     start_gateway: Callable[..., Any], database: Database, config: str, ollama: FakeOllama
 ) -> None:
@@ -380,6 +396,36 @@ def test_with_the_database_unreadable_budgets_fail_open_or_closed(
     assert openai_chat(gw, "burst").status_code == 200
 
 
+def test_the_pass_through_and_default_budgets(
+    start_gateway: Callable[..., Any], database: Database, tmp_path: Path
+) -> None:
+    upstream = FakeOpenAI("chat")
+    try:
+        config = write_config(
+            tmp_path / "pass.toml",
+            f'[backends.openai]\ntype = "openai"\nurl = "{upstream.url}/v1"\n'
+            'models = ["gpt-*"]\npassthrough = true\n',
+        )
+        # A RELAY_API_KEYS key takes the defaults for every key.
+        env = env_for(database, config, upstream.url, RELAY_BUDGET_CACHE_SECONDS="0")
+        gw = start_gateway({**env, "RELAY_API_KEYS": API_KEY, "RELAY_BUDGET_REQUESTS_PER_DAY": "2"})
+        codes = []
+        for _ in range(3):
+            r = requests.post(
+                gw.url + "/v1/moderations",
+                json={"input": "ok"},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=30,
+            )
+            codes.append(r.status_code)
+            settle()
+        assert codes == [200, 200, 429]
+        assert r.json()["error"]["code"] == "insufficient_quota"
+        assert len([q for q in upstream.requests if q.path == "/v1/moderations"]) == 2
+    finally:
+        upstream.close()
+
+
 def test_budgets_need_the_ledger(start_gateway: Callable[..., Any], config: str, tmp_path) -> None:
     gw = start_gateway(
         {
@@ -402,3 +448,9 @@ def test_the_config_names_a_bad_budget(tmp_path: Path) -> None:
     )
     with pytest.raises(relay_config.ConfigError, match=r"keys\.x\.budget_tokens_per_day"):
         relay_config.load({"RELAY_CONFIG": path, "RELAY_ENV_FILE": ""})
+    # A month's budget reads the month's daily roll-ups: they must be kept that long.
+    env = {"RELAY_ENV_FILE": "", "RELAY_BUDGET_TOKENS_PER_MONTH": "1000"}
+    with pytest.raises(relay_config.ConfigError, match="RELAY_USAGE_DAILY_RETENTION_DAYS"):
+        relay_config.load({**env, "RELAY_USAGE_DAILY_RETENTION_DAYS": "30"})
+    loaded = relay_config.load({**env, "RELAY_USAGE_DAILY_RETENTION_DAYS": "31"})
+    assert loaded.access.budgets.defaults.tokens_per_month == 1000
