@@ -36,13 +36,14 @@ def admin_records() -> Response:
 @admin_bp.get("/budgets")
 def admin_budgets() -> Response:
     """Every key that has a budget: its budgets, what it spent and has left, when each resets."""
-    _admin_store()  # the ledger is on: so are the budgets
-    book, data = gateway().budgets, []
-    for k in gateway().keys.all() if book is not None else []:
-        if k.budgets.any and book is not None:
-            data.append(
-                {"key": k.name, "enabled": k.enabled, "budgets": book.status(k.name, k.budgets)}
-            )
+    _admin_store()  # the check first; and the ledger is on, so the budgets are kept
+    book = gateway().budgets
+    keys = [k for k in gateway().keys.all() if k.budgets.any] if book is not None else []
+    data = [
+        {"key": k.name, "enabled": k.enabled, "budgets": book.status(k.name, k.budgets)}
+        for k in keys
+        if book is not None
+    ]
     return _json({"object": "list", "data": data})
 
 

@@ -34,7 +34,7 @@ from services.usage.schema import usage_daily
 from settings.budgets import Budgets, BudgetSettings
 
 FAILED_RETRY_SECONDS = 1.0  # after a failed read, the next one waits at least this long
-MAX_WRITTEN = 1000  # written batches remembered for a key nobody reads; past it, forget the key
+MAX_WRITTEN = 1000  # written batches kept for a key nobody reads; past it, it is read again
 
 # How each budget reads in a message.
 WORDS = {
@@ -237,8 +237,11 @@ class BudgetBook:
                 amount, day = contribution(record), record.ts.date()
                 state.queued[day].add(amount, -1)
                 state.written.append((self._seq, day, amount))
-                if len(state.written) > MAX_WRITTEN:  # nobody reads this key any more
-                    del self._keys[record.key_name or ""]
+                if len(state.written) > MAX_WRITTEN:
+                    # Nobody read this key for a long while: all of it is in the database, and
+                    # the next admission reads it afresh.
+                    state.written.clear()
+                    state.read = None
 
     def dropped(self, records: Iterable[UsageRecord]) -> None:
         """Records that will never be written (a full queue, a failed batch): not spent."""
