@@ -7,8 +7,11 @@ The database is a fixture parameter (`database`): SQLite now; PostgreSQL joins t
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,7 +26,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import API_KEY, wait_until, write_config
+from tests.conftest import API_KEY, ROOT, wait_until, write_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.usage.conftest import ADMIN, ADMIN_TOKEN
@@ -424,6 +427,42 @@ def test_the_pass_through_and_default_budgets(
         assert len([q for q in upstream.requests if q.path == "/v1/moderations"]) == 2
     finally:
         upstream.close()
+
+
+def run_tool(config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "RELAY_ENV_FILE": "", "RELAY_CONFIG": config}
+    env.update({f"RELAY_KEY_{name.upper()}": secret for name, secret in SECRETS.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "keys", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_key_tool_writes_budgets_that_apply_without_a_restart(
+    gateway_on: Callable[..., Any], config: str, ollama: FakeOllama
+) -> None:
+    gw = gateway_on(RELAY_BUDGET_CACHE_SECONDS="0")
+    ollama.script("llama3.2")
+    bad = run_tool(config, "create", "late", "--budget", "tokens_per_week=5")
+    assert bad.returncode != 0 and "tokens_per_month" in bad.stderr
+    made = run_tool(config, "create", "late", "--budget", "requests_per_day=1")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    listed = run_tool(config, "list").stdout
+    assert "late\tenabled" in listed and "requests_per_day=1" in listed
+    headers = {"Authorization": f"Bearer {secret}"}
+    body = {"model": "llama3.2", "messages": question()}
+    url = gw.url + "/v1/chat/completions"
+    wait_until(lambda: requests.get(gw.url + "/v1/models", headers=headers).status_code == 200)
+    time.sleep(1.5)  # every worker has looked at the file again
+    assert requests.post(url, json=body, headers=headers, timeout=30).status_code == 200
+    settle()
+    r = requests.post(url, json=body, headers=headers, timeout=30)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
 
 
 def test_budgets_need_the_ledger(start_gateway: Callable[..., Any], config: str, tmp_path) -> None:
