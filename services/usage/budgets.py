@@ -1,5 +1,5 @@
 """Budgets: the tokens and requests a key may spend per UTC day and month (docs/access.md
-"Budgets", docs/design.md §10.4).
+"Budgets", docs/design.md §10.5).
 
 The ledger's database is the truth: what a key spent is the sum of its daily roll-ups for the
 day and the month. Each worker reuses what it read for RELAY_BUDGET_CACHE_SECONDS and adds what

@@ -1,6 +1,6 @@
 """One worker's budget book against a real SQLite ledger: what it counts of itself as a request
 goes from admitted to queued to written, so that it never admits past a budget on its own count,
-and a read of the database replaces exactly what it already holds (docs/design.md §10.4)."""
+and a read of the database replaces exactly what it already holds (docs/design.md §10.5)."""
 
 from __future__ import annotations
 

@@ -297,6 +297,11 @@ def test_a_tokens_budget_counts_what_requests_used(
     assert listed["capped"]["budgets"]["requests_per_day"]["remaining"] == 3
     # Like /admin/usage: nothing without the admin token or an allowed address.
     assert requests.get(gw.url + "/admin/budgets", timeout=10).status_code == 403
+    # The dashboard's data has one row per budget of a key.
+    r = requests.get(gw.url + "/admin/dashboard.json", headers=ADMIN, timeout=10)
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["budgets"] if row["key"] == "tokens"]
+    assert rows == [{"key": "tokens", "budget": "tokens_per_day", **shown}]
 
 
 def test_the_overshoot_bound_holds_with_concurrent_requests_on_two_workers(
