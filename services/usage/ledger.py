@@ -32,6 +32,14 @@ class Counters(Protocol):
     def labels(self, *values: str) -> Count: ...
 
 
+class Watcher(Protocol):
+    """Told what becomes of records (the budgets count what is not written yet)."""
+
+    def queued(self, record: UsageRecord) -> None: ...
+    def written(self, records: list[UsageRecord]) -> None: ...
+    def dropped(self, records: list[UsageRecord]) -> None: ...
+
+
 class Ledger:
     """Takes records without waiting; writes them in the background."""
 
@@ -57,14 +65,19 @@ class Ledger:
         self._thread: threading.Thread | None = None
         self._dropping = False  # dropped since the last write: logged once
         self._next_prune = 0.0
+        self.watcher: Watcher | None = None  # the budgets (services/usage/budgets.py)
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record; when the queue is full, drop it (counted), never wait."""
         if self._thread is None:
             self._start()
+        if self.watcher is not None:
+            self.watcher.queued(record)
         try:
             self._queue.put_nowait(record)
         except queue.Full:
+            if self.watcher is not None:
+                self.watcher.dropped([record])
             self._dropped.labels("queue_full").inc()
             if not self._dropping:
                 self._dropping = True
@@ -100,9 +113,13 @@ class Ledger:
                 try:
                     self.store.write(batch)
                 except Exception as e:  # the database failed: the batch is lost, and counted
+                    if self.watcher is not None:
+                        self.watcher.dropped(batch)
                     self._dropped.labels("write_failed").inc(len(batch))
                     logger.error("usage ledger could not write {} records: {}", len(batch), _why(e))
                     break
+                if self.watcher is not None:
+                    self.watcher.written(batch)
                 written += len(batch)
                 self._written.inc(len(batch))
                 self._dropping = False
