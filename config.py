@@ -25,6 +25,7 @@ from settings.backends import (
     file_settings,
 )
 from settings.environment import read_environment
+from settings.routes import AliasSettings, RouteSettings, TargetSettings, route_settings
 from settings.values import (
     LOG_LEVELS,
     ConfigError,
@@ -42,7 +43,16 @@ from settings.values import (
     read_toml,
 )
 
-__all__ = ["LOG_LEVELS", "BackendSettings", "ConfigError", "DifyAppSettings", "FileSettings"]
+__all__ = [
+    "LOG_LEVELS",
+    "AliasSettings",
+    "BackendSettings",
+    "ConfigError",
+    "DifyAppSettings",
+    "FileSettings",
+    "RouteSettings",
+    "TargetSettings",
+]
 VERSION = "0.1.0"
 MIB = 1024 * 1024
 
@@ -88,6 +98,8 @@ class Settings:
     # Keys, limits, reply cache and Redis: their settings live in settings/access.py.
     access: AccessSettings = field(default_factory=AccessSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    # Aliases, groups, the retry budget and the circuit breaker (settings/routes.py).
+    routes: RouteSettings = field(default_factory=RouteSettings)
 
     @property
     def open_access(self) -> bool:
@@ -221,6 +233,20 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "pass Claude Code's per-request billing system block on to the backend",
         "false",
     ),
+    # Routing: aliases and groups live in RELAY_CONFIG [models."NAME"] (docs/routing.md)
+    "RELAY_ROUTE_MAX_ATTEMPTS": ("targets one request may try in a model group (1-16)", "3"),
+    "RELAY_ROUTE_DEADLINE_SECONDS": (
+        "seconds after which a request tries no further target of its group",
+        "60",
+    ),
+    "RELAY_ROUTE_BREAKER_FAILURES": (
+        "consecutive failures that open a group target's circuit (it is skipped)",
+        "3",
+    ),
+    "RELAY_ROUTE_BREAKER_SECONDS": (
+        "seconds an open circuit skips its target before one probe (doubles, up to 10x)",
+        "30",
+    ),
 }
 
 
@@ -244,6 +270,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         return var, default
 
     host = as_str(*pick("HOST", server, "host", "127.0.0.1"))
+    backends = backend_settings(env, doc)
     settings = Settings(
         host=host,
         port=as_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
@@ -274,7 +301,7 @@ def _build(env: Mapping[str, str]) -> Settings:
             hi=100_000,
         ),
         cors_origins=as_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
-        backends=backend_settings(env, doc),
+        backends=backends,
         fetch_image_urls=as_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
         image_max_bytes=as_int(
             *pick("RELAY_IMAGE_MAX_BYTES", images, "max_bytes", 10 * 1024 * 1024), lo=1
@@ -329,9 +356,14 @@ def _build(env: Mapping[str, str]) -> Settings:
         config_file=file_path,
         public_url=as_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
         files=file_settings(env),
-        extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
+        extra={
+            k: v
+            for k, v in doc.items()
+            if k not in ("server", "images", "backends", "models", "routing")
+        },
         access=access_settings(env, doc),
         redis=redis_settings(env, doc),
+        routes=route_settings(env, doc, backends),
     )
     return settings
 

@@ -24,10 +24,20 @@ class AccessRecord:
     cache: str | None = None  # HIT, MISS or BYPASS (also the X-Cache header); None: not asked
     limited: str | None = None  # the error type of a limit Relay itself refused with
     routed: bool = True  # False: the router did not pick the backend (pass-through)
+    # The target that answered, `backend/upstream model` (X-Relay-Route); None: none did, or
+    # the reply came from the cache (docs/routing.md).
+    route: str | None = None
 
-    def took(self, backend: str, cache: str | None = None, usage: Usage | None = None) -> None:
-        """Record the core's outcome: which backend answered, from the cache or not, its usage."""
-        self.backend, self.cache, self.usage = backend, cache, usage
+    def took(
+        self,
+        backend: str,
+        cache: str | None = None,
+        usage: Usage | None = None,
+        route: str | None = None,
+    ) -> None:
+        """Record the core's outcome: which backend (and target) answered, from the cache or
+        not, its usage."""
+        self.backend, self.cache, self.usage, self.route = backend, cache, usage, route
 
     def spent(self) -> Usage | None:
         """The tokens the request used: a stream's as it went, else the whole reply's."""

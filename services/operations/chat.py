@@ -13,13 +13,14 @@ from services.operations.chat_cache import CHAT_CODEC, chat_cache_key
 
 
 def complete(gw: Gateway, call: Call, req: ChatRequest) -> Outcome[ChatResult]:
-    """Run a whole chat turn on the call's backend, or answer it from the cache."""
+    """Run a whole chat turn on the call's route, or answer it from the cache. Each target
+    gets the request under its own upstream model name."""
     out = pipeline.run(
         gw,
         call,
-        lambda backend: chat_cache_key(backend, req, call.policy),
+        lambda t: chat_cache_key(t.backend, t.fit(req), call.policy),
         CHAT_CODEC,
-        lambda backend: complete_usage(backend.chat(req, call.ctx), chat_prompt_tokens(req)),
+        lambda t: complete_usage(t.backend.chat(t.fit(req), call.ctx), chat_prompt_tokens(req)),
     )
     return dataclasses.replace(out, headers=out.result.headers, usage=out.result.usage)
 
@@ -29,7 +30,7 @@ def stream(gw: Gateway, call: Call, req: ChatRequest) -> Streamed[ChatDelta]:
     return pipeline.cached_stream(
         gw,
         call,
-        lambda: chat_cache_key(call.backend, req, call.policy),
+        lambda t: chat_cache_key(t.backend, t.fit(req), call.policy),
         CHAT_CODEC,
-        lambda backend: fill_usage(backend.stream_chat(req, call.ctx), chat_prompt_tokens(req)),
+        lambda t: fill_usage(t.backend.stream_chat(t.fit(req), call.ctx), chat_prompt_tokens(req)),
     )
