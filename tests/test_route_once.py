@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.core.router import Router
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, free_port
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]}
@@ -76,3 +76,42 @@ def test_a_queued_stream_resolves_once_and_names_its_backend(relay, ollama, reso
     assert resolved == ["llama3.2"]
     line = next(x for x in built.logs().splitlines() if "POST /v1/chat/completions" in x)
     assert "backend=ollama" in line and "stream=yes" in line
+
+
+GROUP = """
+[backends.down]
+type = "ollama"
+url = "http://127.0.0.1:{port}"
+models = []
+
+[backends.up]
+type = "ollama"
+url = "{url}"
+models = ["*"]
+
+[models."grp"]
+targets = [{{model = "qwen3:8b", backend = "down"}}, {{model = "llama3.2", backend = "up"}}]
+"""
+
+
+@pytest.mark.parametrize(("path", "body"), REQUESTS)
+def test_a_group_is_one_resolution_whichever_target_answers(
+    app_client, fake_ollama, ollama, resolved, tmp_path, path, body
+):
+    # The first target cannot be reached, so every request falls back to the second: the
+    # ordered list of targets came from the one resolution.
+    config = tmp_path / "relay.toml"
+    config.write_text(GROUP.format(port=free_port(), url=fake_ollama.url))
+    env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
+    built = app_client(env, keepalive_seconds=0.0)
+    try:
+        resolved.clear()
+        reply = built.client.post(path, json={**body, "model": "grp"}, headers=AUTH)
+        assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
+        reply.get_data()
+        reply.close()
+        assert resolved == ["grp"]
+        assert ollama.requests[-1].body["model"] == "llama3.2"
+    finally:
+        for backend in built.app.extensions["relay"].router.backends:
+            backend.session.close()
