@@ -111,6 +111,8 @@ def test_aliases_on_the_ollama_native_face(routed, ollama, second):
         assert second.last("/api/generate").body["model"] == "qwen3:8b"
         names = [m.model for m in client.list().models]
         assert "gpt-4o-mini" in names and len(names) == len(set(names))
+        client.show("gpt-4o-mini")  # an alias shows its first target
+        assert second.last("/api/show").body["model"] == "qwen3:8b"
 
 
 def test_models_lists_aliases_per_key_without_duplicates(routed, ollama):
