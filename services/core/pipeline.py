@@ -20,6 +20,7 @@ from loguru import logger
 
 from services.access.keys import ApiKey, authorize_model
 from services.backends.base import Backend
+from services.common.log_setup import cut, one_field
 from services.core.collector import recording
 from services.core.errors import GatewayError, UpstreamUnavailableError
 from services.core.gateway import Gateway
@@ -104,6 +105,7 @@ def attempt(gw: Gateway, call: Call, work: Callable[[Target], T]) -> tuple[Targe
     failures `fallback_reason` names move on; a target whose circuit is open is skipped
     (docs/routing.md "Fallbacks")."""
     route, health, budget = call.route, gw.router.health, gw.settings.routes
+    asked = cut(one_field(route.requested))  # the caller's name (a glob alias matched it)
     started = time.monotonic()
     tried, skipped = 0, 0
     last: GatewayError | None = None
@@ -113,7 +115,7 @@ def attempt(gw: Gateway, call: Call, work: Callable[[Target], T]) -> tuple[Targe
         ):
             logger.warning(
                 "route {}: key={} stops after {} attempt(s) ({})",
-                route.requested,
+                asked,
                 call.ctx.key_name,
                 tried,
                 "attempts" if tried >= budget.max_attempts else "deadline",
@@ -121,7 +123,7 @@ def attempt(gw: Gateway, call: Call, work: Callable[[Target], T]) -> tuple[Targe
             break
         if route.is_group and not health.admit(target):
             skipped += 1
-            logger.info("route {}: {} skipped, its circuit is open", route.requested, target.name)
+            logger.info("route {}: {} skipped, its circuit is open", asked, target.name)
             continue
         tried += 1
         try:
@@ -137,7 +139,7 @@ def attempt(gw: Gateway, call: Call, work: Callable[[Target], T]) -> tuple[Targe
             last = e
             logger.warning(
                 "route {}: key={} attempt {} on {} failed ({}: {}); trying the next target",
-                route.requested,
+                asked,
                 call.ctx.key_name,
                 tried,
                 target.name,
@@ -152,7 +154,7 @@ def attempt(gw: Gateway, call: Call, work: Callable[[Target], T]) -> tuple[Targe
         if target.configured and health.succeeded(target):
             logger.warning("route target {} answered: circuit closed", target.name)
         if tried > 1 or skipped:
-            logger.info("route {}: answered by {}", route.requested, target.name)
+            logger.info("route {}: answered by {}", asked, target.name)
         return target, result
     if last is not None:
         raise last

@@ -216,7 +216,11 @@ class Health:
 
     @contextmanager
     def attempt(self, target: Target) -> Iterator[None]:
-        """Count the target's request in flight for the body of the `with`."""
+        """Count the target's request in flight for the body of the `with`. Only targets of
+        the routing table are tracked: a plain route's model name is the caller's to choose."""
+        if not target.configured:
+            yield
+            return
         with self._lock:
             state = self._state(target)
             state.in_flight += 1
