@@ -11,7 +11,7 @@ from werkzeug.routing import PathConverter
 from blueprints.context import gateway
 from services.access.keys import authorize_model, visible_models
 from services.faces.anthropic_reply import render_model_info, render_model_page
-from services.faces.chat_reply import render_model, render_model_list
+from services.faces.models import render_model, render_model_list
 
 bp = Blueprint("models", __name__)
 

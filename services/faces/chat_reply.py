@@ -19,7 +19,6 @@ from services.core.types import (
     ChatDelta,
     ChatResult,
     Message,
-    ModelInfo,
     StreamStats,
     ToolCall,
     Usage,
@@ -181,17 +180,6 @@ def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
         return {"index": call.index, "function": {"arguments": call.arguments}}
     seen.add(call.index)
     return {"index": call.index, **render_tool_call(call)}
-
-
-def render_model(info: ModelInfo) -> dict[str, Any]:
-    model = {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
-    if info.alias_of:  # an extension field: what the alias routes to (docs/routing.md)
-        model["relay"] = {"alias_of": list(info.alias_of)}
-    return model
-
-
-def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:
-    return {"object": "list", "data": [render_model(m) for m in models]}
 
 
 def encode_json(obj: Any) -> bytes:
