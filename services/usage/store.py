@@ -146,8 +146,8 @@ class UsageStore:
         """Write a batch of records and add them to their daily roll-ups, in one transaction."""
         if not records:
             return
-        rows = [{**r.row(), "day": r.ts.date()} for r in records]
-        daily = _roll_up(records)
+        rows = [_storable({**r.row(), "day": r.ts.date()}) for r in records]
+        daily = [_storable(row) for row in _roll_up(records)]
         # INSERT … ON CONFLICT DO UPDATE: both dialects have it, each under its own insert.
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         upsert = dialect_insert(usage_daily)
@@ -181,6 +181,15 @@ class UsageStore:
             with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
                 conn.execute(sa.delete(usage_daily).where(usage_daily.c.day < first_kept))
         return deleted
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    # PostgreSQL's text cannot hold NUL, and a model name is the caller's text: one such record
+    # would make the database refuse its whole batch. Both dialects store U+FFFD instead.
+    for name, value in row.items():
+        if isinstance(value, str) and "\x00" in value:
+            row[name] = value.replace("\x00", "\ufffd")
+    return row
 
 
 def _roll_up(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def test_migrations_run_once_when_gateways_start_together(
     # Four workers on a new database at once: each takes the advisory lock, one creates.
     gateways = [start_gateway(env, wait=False) for _ in range(2)]
     for gw in gateways:
-        gw.wait_ready()
+        gw.wait_ready(timeout=60)  # four workers importing at once on a shared machine
     logs = "".join(gw.logs() for gw in gateways)
     assert logs.count("usage ledger schema migrated to version 1") == 1
     assert postgres.query(dbname(url), "SELECT version FROM schema_version") == [(1,)]
@@ -139,6 +139,7 @@ def test_a_database_that_goes_away_keeps_replies_flowing_and_records_queued(
     r = requests.get(gw.url + "/admin/usage", headers=ADMIN, timeout=30)
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "usage_database_unavailable"
+    assert r.headers["Retry-After"] == "5" and no_secret(r.text)
     lost = dropped(gw)
     assert lost >= 1  # 40 records do not fit in a queue of 20: the rest are counted
 
@@ -196,14 +197,19 @@ def test_the_reading_endpoints_answer_alike_on_sqlite_and_postgresql(
         "sqlite": start_gateway(ledger_env(tmp_path / "relay.db", ollama.url)),
         "postgresql": start_gateway(ledger_env(postgres.new_database(), ollama.url)),
     }
+    own = {"Authorization": f"Bearer {OTHER_KEY}"}
     for gw in gateways.values():  # the same requests, one at a time, to each
         for i in range(30):
             kind = KINDS[i % len(KINDS)]
             one_request(gw.url, kind, API_KEY if i % 3 else OTHER_KEY)
-        wait_until(lambda gw=gw: admin_total(gw.url)["requests"] == 30, timeout=10)
+        # A model name is the caller's text; PostgreSQL's cannot hold NUL, and one such record
+        # must not make it refuse the others written with it.
+        nul = {"model": "llama\u0000x", "messages": [{"role": "user", "content": "hi"}]}
+        r = requests.post(gw.url + "/v1/chat/completions", json=nul, headers=own, timeout=10)
+        assert r.status_code == 404, r.text
+        wait_until(lambda gw=gw: admin_total(gw.url)["requests"] == 31, timeout=10)
 
     since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    own = {"Authorization": f"Bearer {OTHER_KEY}"}
     reads: list[tuple[str, dict[str, str], dict[str, str]]] = [
         ("/admin/usage", {"group_by": "key,model,day,backend,endpoint"}, ADMIN),
         ("/admin/usage", {"group_by": "key,model", "since": since}, ADMIN),  # the raw records
@@ -223,6 +229,10 @@ def test_the_reading_endpoints_answer_alike_on_sqlite_and_postgresql(
             answers.append(comparable(r))
         assert answers[0] == answers[1], (path, params)
         assert answers[0], (path, params)  # something was compared
+    models = requests.get(
+        gateways["postgresql"].url + "/admin/usage", params={"group_by": "model"}, headers=ADMIN
+    ).json()["data"]
+    assert "llama\ufffdx" in [row["model"] for row in models]
 
 
 # What differs between two runs of the same traffic: when and how fast, and the ids.
