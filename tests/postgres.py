@@ -144,5 +144,7 @@ class PostgresCluster:
         return f"postgresql://{ROLE}:{quoted}@127.0.0.1:{self.port}/{dbname}"
 
     def query(self, dbname: str, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser; its rows (none for a statement without)."""
         with self.admin(dbname) as conn:
-            return list(conn.execute(sql))  # type: ignore[arg-type]
+            cursor = conn.execute(sql)  # type: ignore[arg-type]
+            return list(cursor) if cursor.description is not None else []

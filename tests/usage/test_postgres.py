@@ -248,3 +248,55 @@ def comparable(r: requests.Response) -> Any:
         **{k: v for k, v in body.items() if k != "data"},
         "data": [{k: v for k, v in row.items() if k not in VARYING} for row in body["data"]],
     }
+
+
+def test_a_writer_waiting_for_postgresql_does_not_hold_up_the_worker(
+    start_gateway, ollama: FakeOllama, postgres: PostgresCluster
+):
+    url = postgres.new_database()
+    name = dbname(url)
+    gw = start_gateway(ledger_env(url, ollama.url, RELAY_CACHE_TTL="0"))  # one worker
+    script_mixed(ollama)
+    assert chat(gw).status_code == 200
+    wait_until(lambda: postgres.query(name, "SELECT count(*) FROM usage_records") == [(1,)])
+    with postgres.admin(name) as conn:
+        # The writer's next batch waits for this lock, in the worker's only process.
+        conn.autocommit = False
+        conn.execute("LOCK TABLE usage_records IN ACCESS EXCLUSIVE MODE")
+        assert chat(gw).status_code == 200
+        time.sleep(0.5)  # the writer is now waiting on PostgreSQL
+        for _ in range(5):
+            started = time.monotonic()
+            assert chat(gw).status_code == 200
+            assert time.monotonic() - started < 2  # the worker's other greenlets run meanwhile
+        assert postgres.query(name, "SELECT count(*) FROM pg_locks WHERE NOT granted") != [(0,)]
+        conn.rollback()  # the lock goes: the waiting batch is written
+    wait_until(lambda: postgres.query(name, "SELECT count(*) FROM usage_records") == [(7,)])
+
+
+def test_a_batch_postgresql_refuses_is_counted_and_logged_without_the_password(
+    start_gateway, ollama: FakeOllama, postgres: PostgresCluster
+):
+    url = postgres.new_database()
+    name = dbname(url)
+    gw = start_gateway(ledger_env(url, ollama.url, RELAY_CACHE_TTL="0"))
+    script_mixed(ollama)
+    assert chat(gw).status_code == 200
+    wait_until(lambda: postgres.query(name, "SELECT count(*) FROM usage_records") == [(1,)])
+    postgres.query(name, "REVOKE INSERT ON usage_records FROM relay")
+    replies = [chat(gw) for _ in range(3)]
+    assert [r.status_code for r in replies] == [200] * 3
+
+    def counted() -> bool:
+        text = requests.get(gw.url + "/metrics", headers=ADMIN, timeout=10).text
+        found = re.search(r'relay_usage_dropped_total\{reason="write_failed"\} (\d+)', text)
+        return bool(found) and int(found.group(1)) >= 1
+
+    wait_until(counted, timeout=10)
+    logs = gw.logs()
+    assert "usage ledger could not write" in logs and "InsufficientPrivilege" in logs
+    assert "cannot reach its database" not in logs  # refused, not away: not kept for later
+    assert no_secret(logs)
+    postgres.query(name, "GRANT INSERT ON usage_records TO relay")
+    assert chat(gw).status_code == 200  # and the next records are written again
+    wait_until(lambda: postgres.query(name, "SELECT count(*) FROM usage_records")[0][0] >= 2)
