@@ -10,6 +10,7 @@ import csv
 import io
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -300,3 +301,24 @@ def test_a_batch_postgresql_refuses_is_counted_and_logged_without_the_password(
     postgres.query(name, "GRANT INSERT ON usage_records TO relay")
     assert chat(gw).status_code == 200  # and the next records are written again
     wait_until(lambda: postgres.query(name, "SELECT count(*) FROM usage_records")[0][0] >= 2)
+
+
+def test_a_small_pool_serves_many_concurrent_reads_without_opening_more(
+    start_gateway, ollama: FakeOllama, postgres: PostgresCluster
+):
+    url = postgres.new_database()
+    env = ledger_env(url, ollama.url, RELAY_DATABASE_POOL_SIZE="1", RELAY_CACHE_TTL="0")
+    gw = start_gateway(env)  # one worker, one connection for its writer and every reader
+    script_mixed(ollama)
+
+    def read(i: int) -> int:
+        if i % 4 == 0:
+            return chat(gw).status_code
+        r = requests.get(gw.url + "/admin/usage", params={"group_by": "key"}, headers=ADMIN)
+        return r.status_code
+
+    with ThreadPoolExecutor(20) as pool:  # the worker's greenlets take turns on the connection
+        assert set(pool.map(read, range(80))) == {200}
+    wait_until(lambda: admin_total(gw.url)["requests"] == 20, timeout=10)
+    sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname(url)}'"
+    assert postgres.query("postgres", sql) == [(1,)]
