@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -322,3 +323,19 @@ def test_a_small_pool_serves_many_concurrent_reads_without_opening_more(
     wait_until(lambda: admin_total(gw.url)["requests"] == 20, timeout=10)
     sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname(url)}'"
     assert postgres.query("postgres", sql) == [(1,)]
+
+
+def test_sigterm_writes_what_is_queued_into_postgresql(
+    start_gateway, ollama: FakeOllama, postgres: PostgresCluster
+):
+    url = postgres.new_database()
+    # The writer would wait ten minutes: only the exit can write these.
+    gw = start_gateway(ledger_env(url, ollama.url, RELAY_USAGE_FLUSH_SECONDS="600"))
+    script_mixed(ollama)
+    ids = [chat(gw).headers["X-Request-ID"] for _ in range(5)]
+    assert postgres.query(dbname(url), "SELECT count(*) FROM usage_records") == [(0,)]
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.wait(40)
+    written = postgres.query(dbname(url), "SELECT request_id FROM usage_records")
+    assert sorted(r[0] for r in written) == sorted(ids)
+    assert "usage ledger wrote 5 queued records at exit" in gw.logs()
