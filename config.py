@@ -207,6 +207,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "RELAY_LIMITS_FAIL_OPEN": ("let requests through when the limit store is down", "true"),
     "RELAY_CACHE_TTL": ("seconds a reply stays in the reply cache; 0 turns the cache off", "300"),
+    "RELAY_CACHE_MODE": (
+        "which replies the cache keeps: deterministic (temperature 0 or a seed; embeddings "
+        "always), all, or off",
+        "deterministic",
+    ),
     "RELAY_CACHE_MAX_ENTRIES": ("replies kept per worker by the in-process cache", "1024"),
     "RELAY_CACHE_MAX_BYTES": (
         "bytes of replies kept per worker by the in-process cache",

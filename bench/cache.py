@@ -56,7 +56,12 @@ def main() -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         text = "the same question" if hit else f"question {next(counter)}"
-        body = {"model": "llama3.2", "messages": [{"role": "user", "content": text}]}
+        # temperature 0: by default only deterministic requests are cached
+        body = {
+            "model": "llama3.2",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": text}],
+        }
         start = time.perf_counter()
         resp = session.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"})
         elapsed = (time.perf_counter() - start) * 1000

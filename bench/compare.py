@@ -122,6 +122,8 @@ def start_relay(upstream: str, cache: bool = False) -> tuple[Target, float]:
         "LOG_LEVEL": "warn",
         "RELAY_WORKER_CONNECTIONS": "4000",
         "RELAY_CACHE_TTL": "300" if cache else "0",
+        # Every gateway gets the same body (no temperature), which only `all` caches.
+        "RELAY_CACHE_MODE": "all",
     }
     proc = start([sys.executable, "-m", "gunicorn", "wsgi:app"], env)
     url = f"http://127.0.0.1:{port}"

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from flask import g
 
-from services.core.types import Usage
-from services.faces.chat_reply import StreamStats
+from services.core.types import StreamStats, Usage
 
 
 @dataclass(slots=True)

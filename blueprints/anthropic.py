@@ -13,7 +13,7 @@ from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.core.errors import GatewayError
 from services.core.pipeline import Streamed
-from services.core.types import ChatDelta, new_id
+from services.core.types import ChatDelta, StreamStats, new_id
 from services.core.usage_estimate import chat_prompt_tokens
 from services.faces.anthropic_reply import PING, render_error, render_message, render_stream
 from services.faces.anthropic_request import (
@@ -21,7 +21,6 @@ from services.faces.anthropic_request import (
     parse_count_tokens_request,
     parse_messages_request,
 )
-from services.faces.chat_reply import StreamStats
 from services.operations import chat
 
 bp = Blueprint("anthropic", __name__)

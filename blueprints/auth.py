@@ -8,6 +8,8 @@ from blueprints.context import gateway
 from services.access.ratelimit import API_PREFIXES
 from services.core.errors import AuthenticationError
 
+ANTHROPIC_KEY_PREFIX = "sk-ant-"  # how Anthropic's own API keys begin
+
 
 def require_api_key() -> None:
     # identify_caller has already looked the key up (the limiter needed to know who calls).
@@ -44,6 +46,7 @@ def identify_caller() -> None:
             try:
                 g.api_key = gateway().keys.authenticate(second)
             except AuthenticationError:
+                g.secrets_tried = 2  # the limiter counts both guesses (ratelimit.py)
                 return
             g.key_in_authorization = True
             del g.auth_error
@@ -52,12 +55,18 @@ def identify_caller() -> None:
 def _anthropic_bearer() -> str | None:
     """An Anthropic client's Bearer token when its x-api-key failed: Claude Code and the SDKs
     send both when both variables are set, and a stale Anthropic key must not lock the user
-    out (docs/anthropic.md "Keys")."""
+    out (docs/anthropic.md "Keys").
+
+    Only a key of Anthropic's own form (`sk-ant-`) falls back: beside any other x-api-key a
+    valid Bearer key let its holder guess other keys at its own budget, not the address's few
+    unauthenticated tries (docs/threat-model.md "The Ollama and Anthropic faces")."""
     if "anthropic-version" not in request.headers and not request.path.startswith("/v1/messages"):
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     explicit = request.headers.get("X-Api-Key")
-    if not explicit or scheme.lower() != "bearer" or not token.strip():
+    if not explicit or not explicit.startswith(ANTHROPIC_KEY_PREFIX):
+        return None
+    if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
 

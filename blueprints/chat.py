@@ -11,8 +11,8 @@ from blueprints.context import call_context, gateway, json_body
 from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.core.pipeline import Streamed
-from services.core.types import ChatDelta
-from services.faces.chat_reply import StreamStats, render_chat_completion, render_chat_stream
+from services.core.types import ChatDelta, StreamStats
+from services.faces.chat_reply import render_chat_completion, render_chat_stream
 from services.faces.chat_request import parse_chat_request
 from services.operations import chat
 

@@ -11,8 +11,7 @@ from blueprints.context import call_context, gateway, json_body
 from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.core.pipeline import Streamed
-from services.core.types import ChatDelta
-from services.faces.chat_reply import StreamStats
+from services.core.types import ChatDelta, StreamStats
 from services.faces.completions import (
     parse_completion_request,
     render_completion,

@@ -17,8 +17,7 @@ from blueprints.streaming import stream_reply
 from services.core import pipeline
 from services.core.errors import InvalidRequestError
 from services.core.pipeline import Call, Streamed
-from services.core.types import ChatDelta
-from services.faces.chat_reply import StreamStats
+from services.core.types import ChatDelta, StreamStats
 from services.faces.ollama_reply import (
     MEDIA_TYPE,
     failed_stream,

@@ -11,7 +11,7 @@ from blueprints.access_record import access
 from blueprints.context import call_context, gateway, json_body
 from blueprints.streaming import stream_reply
 from services.core import pipeline
-from services.faces.chat_reply import StreamStats
+from services.core.types import StreamStats
 from services.faces.responses_reply import ResponseEvents
 from services.faces.responses_request import parse_responses_request
 from services.operations import responses

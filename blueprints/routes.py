@@ -11,6 +11,7 @@ from blueprints import (
     chat,
     completions,
     cors,
+    dashboard,
     embeddings,
     files,
     health,
@@ -52,6 +53,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(usage.admin_bp)  # GET /admin/usage, guarded like /metrics
+    app.register_blueprint(dashboard.bp)  # GET /admin, the page; its data guarded like /metrics
     app.register_blueprint(home.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(files.bp)

@@ -17,7 +17,7 @@ from blueprints.access_record import AccessRecord
 from services.core import cutoff
 from services.core.errors import GatewayError
 from services.core.pipeline import Call, Streamed
-from services.faces.chat_reply import StreamStats
+from services.core.types import StreamStats
 
 KEEPALIVE = b": keep-alive\n\n"
 

@@ -16,10 +16,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from settings.environment import read_environment
-from settings.values import ConfigError, as_bool, as_float, as_int, as_str, as_table, read_toml
+from settings.values import (
+    ConfigError,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_str,
+    as_table,
+    read_toml,
+)
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+# What the reply cache keeps (docs/access.md "Reply cache"): chat and completions replies only
+# for deterministic requests (temperature 0 or a seed) and embeddings always; every reply; none.
+CACHE_MODES = ("deterministic", "all", "off")
 LIMIT_FIELDS = ("requests_per_minute", "requests_per_hour", "requests_per_day", "tokens_per_minute")
 
 
@@ -64,6 +76,7 @@ class AccessSettings:
     cache_max_entries: int = 1024
     cache_max_bytes: int = 64 * 1024 * 1024  # per worker, in memory
     cache_max_entry_bytes: int = 1024 * 1024  # one reply; larger ones are not cached
+    cache_mode: str = "deterministic"  # one of CACHE_MODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +135,13 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
             *_pick(env, "RELAY_CACHE_MAX_ENTRY_BYTES", cache, "max_entry_bytes", 1024 * 1024),
             lo=1,
         ),
+        cache_mode=_cache_mode(env, cache),
     )
+
+
+def _cache_mode(env: Mapping[str, str], cache: Mapping[str, Any]) -> str:
+    name, value = _pick(env, "RELAY_CACHE_MODE", cache, "mode", "deterministic")
+    return as_choice(name, value, CACHE_MODES)
 
 
 def redis_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> RedisSettings:

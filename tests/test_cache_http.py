@@ -1,5 +1,8 @@
 """The reply cache through the gateway: HIT/MISS/BYPASS, Cache-Control, tenant isolation,
-what is never stored, in-flight sharing, and cached replies replayed as streams."""
+what is never stored, in-flight sharing, and cached replies replayed as streams.
+
+Chat and completions requests here send `temperature: 0`: by default only deterministic
+requests are cached (tests/test_cache_sampling.py covers that rule)."""
 
 from __future__ import annotations
 
@@ -57,14 +60,19 @@ def test_miss_then_hit_whatever_the_json_key_order(cached, ollama: FakeOllama):
     # Any field that can change the answer makes another entry.
     third = post(
         cached,
-        {"model": "llama3.2", "temperature": 0.5, "messages": [{"role": "user", "content": "A"}]},
+        {
+            "model": "llama3.2",
+            "temperature": 0,
+            "top_p": 0.5,
+            "messages": [{"role": "user", "content": "A"}],
+        },
     )
     assert third.headers["X-Cache"] == "MISS" and chats(ollama) == 2
     assert "cache=HIT" in cached.logs()
 
 
 def test_cache_control_no_cache_skips_reading_and_no_store_skips_storing(cached, ollama):
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "B"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "B"}]}
     assert post(cached, body, **{"Cache-Control": "no-store"}).headers["X-Cache"] == "MISS"
     assert post(cached, body).headers["X-Cache"] == "MISS"  # the no-store reply was not kept
     assert post(cached, body).headers["X-Cache"] == "HIT"
@@ -73,7 +81,10 @@ def test_cache_control_no_cache_skips_reading_and_no_store_skips_storing(cached,
     assert chats(ollama) == 3
     sdk = openai.OpenAI(base_url=cached.url + "/v1", api_key=API_KEY, max_retries=0)
     raw = sdk.chat.completions.with_raw_response.create(
-        model="llama3.2", messages=body["messages"], extra_headers={"Cache-Control": "no-cache"}
+        model="llama3.2",
+        messages=body["messages"],
+        temperature=0,
+        extra_headers={"Cache-Control": "no-cache"},
     )
     assert raw.headers["X-Cache"] == "BYPASS" and chats(ollama) == 4
 
@@ -89,7 +100,7 @@ def test_every_v1_response_says_x_cache(cached, ollama):
 
 
 def test_one_key_never_gets_another_keys_cached_reply(cached, ollama):
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "C"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "C"}]}
     assert post(cached, body).headers["X-Cache"] == "MISS"
     assert post(cached, body, key=OTHER_KEY).headers["X-Cache"] == "MISS"
     assert post(cached, body, key=OTHER_KEY).headers["X-Cache"] == "HIT"
@@ -105,14 +116,14 @@ def test_keys_in_one_cache_group_share_replies(start_gateway, fake_ollama, ollam
         f'[keys.b]\nhash = "{sha(OTHER_KEY)}"\ncache_group = "team"\n'
     )
     gw = start_gateway({"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_CONFIG": str(config)})
-    body = {"model": "llama3.2", "messages": USER}
+    body = {"model": "llama3.2", "temperature": 0, "messages": USER}
     assert post(gw, body).headers["X-Cache"] == "MISS"
     assert post(gw, body, key=OTHER_KEY).headers["X-Cache"] == "HIT"
 
 
 def test_errors_and_cut_off_replies_are_not_stored(cached, ollama):
     ollama.script("qwen3:8b", status=500, error="boom")
-    body = {"model": "qwen3:8b", "messages": [{"role": "user", "content": "D"}]}
+    body = {"model": "qwen3:8b", "temperature": 0, "messages": [{"role": "user", "content": "D"}]}
     assert post(cached, body).status_code == 502
     ollama.script("qwen3:8b", done_reason="length")
     cut = post(cached, body)
@@ -125,7 +136,7 @@ def test_errors_and_cut_off_replies_are_not_stored(cached, ollama):
 def test_ten_identical_concurrent_requests_make_one_upstream_call(cached, ollama):
     gate = threading.Event()
     ollama.script("llama3.2", content=["Shared"], gate=gate)
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "E"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "E"}]}
     waiting_before = cached.logs().count("waiting for an identical request")
     with ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(post, cached, body) for _ in range(10)]
@@ -149,7 +160,7 @@ def sse_frames(resp: requests.Response) -> list[str]:
 
 def test_a_cached_reply_is_replayed_as_a_real_stream(cached, ollama):
     ollama.script("llama3.2", content=["Replayed", " reply"], prompt_eval_count=3, eval_count=2)
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "F"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "F"}]}
     assert post(cached, body).headers["X-Cache"] == "MISS"
     streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
     resp = post(cached, streamed)
@@ -165,14 +176,16 @@ def test_a_cached_reply_is_replayed_as_a_real_stream(cached, ollama):
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Replayed reply"
     sdk = openai.OpenAI(base_url=cached.url + "/v1", api_key=API_KEY, max_retries=0)
-    stream = sdk.chat.completions.create(model="llama3.2", messages=body["messages"], stream=True)
+    stream = sdk.chat.completions.create(
+        model="llama3.2", messages=body["messages"], temperature=0, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
     assert chats(ollama) == 1
 
 
 def test_a_finished_live_stream_fills_the_cache(cached, ollama):
     ollama.script("llama3.2", content=["Live", " one"])
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "G"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "G"}]}
     live = post(cached, {**body, "stream": True})
     assert live.headers["X-Cache"] == "MISS" and sse_frames(live)
     after = post(cached, body)
@@ -181,7 +194,7 @@ def test_a_finished_live_stream_fills_the_cache(cached, ollama):
     assert chats(ollama) == 1
     # A stream that ends in an error is not stored.
     ollama.script("qwen3:8b", midstream_error="boom")
-    broken = {"model": "qwen3:8b", "messages": [{"role": "user", "content": "G"}]}
+    broken = {"model": "qwen3:8b", "temperature": 0, "messages": [{"role": "user", "content": "G"}]}
     assert '"error"' in post(cached, {**broken, "stream": True}).text
     ollama.script("qwen3:8b")
     assert post(cached, broken).headers["X-Cache"] == "MISS"
@@ -192,7 +205,7 @@ def test_dify_replies_and_the_api_alias(start_gateway, cached, ollama, tmp_path)
     from tests.fakes.dify import FakeDify
 
     # The /api alias of the chat route goes through the same cache.
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "H"}]}
+    body = {"model": "llama3.2", "temperature": 0, "messages": [{"role": "user", "content": "H"}]}
     url = cached.url + "/api/chat/completions"
     assert requests.post(url, json=body, headers=AUTH).headers["X-Cache"] == "MISS"
     assert requests.post(url, json=body, headers=AUTH).headers["X-Cache"] == "HIT"
@@ -205,7 +218,11 @@ def test_dify_replies_and_the_api_alias(start_gateway, cached, ollama, tmp_path)
         env = {"RELAY_CONFIG": dify_config(tmp_path, fake.url), "RELAY_API_KEYS": API_KEY}
         env.update({ENV_NAMES[app]: key for app, (key, _mode) in KEYS.items()})
         gw = start_gateway(env)
-        body = {"model": "chatbot", "messages": [{"role": "user", "content": "Hi"}]}
+        body = {
+            "model": "chatbot",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
         statuses = [post(gw, body).headers["X-Cache"] for _ in range(2)]
         assert statuses == ["BYPASS", "BYPASS"]
         assert len(chat_requests(fake)) == 2
@@ -220,7 +237,7 @@ def test_openai_compatible_replies_are_cached_too(start_gateway, fake_openai_cha
         f'[backends.up]\ntype = "openai"\nurl = "{fake_openai_chat.url}/v1"\nmodels = ["gpt-*"]\n'
     )
     gw = start_gateway({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY})
-    body = {"model": "gpt-test", "messages": USER}
+    body = {"model": "gpt-test", "temperature": 0, "messages": USER}
     assert [post(gw, body).headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
     assert len([r for r in fake_openai_chat.requests if r.method == "POST"]) == 1
 
@@ -241,7 +258,12 @@ def test_embeddings_and_completions_are_cached_per_tenant(cached, ollama):
     assert first.json()["data"] == second.json()["data"] and upstream("/api/embed") == 1
     assert call("/v1/embeddings", embed, OTHER_KEY).headers["X-Cache"] == "MISS"
 
-    complete = {"model": "llama3.2", "prompt": ["Once upon", "a time"], "max_tokens": 5}
+    complete = {
+        "model": "llama3.2",
+        "prompt": ["Once upon", "a time"],
+        "max_tokens": 5,
+        "temperature": 0,
+    }
     first, second = call("/v1/completions", complete), call("/v1/completions", complete)
     assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
     assert [c["text"] for c in first.json()["choices"]] == [

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from services.common.ndjson import iter_ndjson
 from services.common.sse import iter_sse
 from services.core.errors import GatewayError, InvalidRequestError, UpstreamError
-from services.core.types import ChatDelta, ChatRequest, Message, ToolCall, Usage
-from services.faces.chat_reply import StreamStats, render_chat_stream
+from services.core.types import ChatDelta, ChatRequest, Message, StreamStats, ToolCall, Usage
+from services.faces.chat_reply import render_chat_stream
 from services.faces.chat_request import parse_chat_request
 from services.faces.completions import parse_completion_request
 from services.faces.embeddings import parse_embedding_request

@@ -115,7 +115,11 @@ def test_rate_limit_and_cache_metrics(start_gateway, fake_ollama, ollama):
         }
     )
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "same"}]}
+    body = {
+        "model": "llama3.2",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "same"}],
+    }
     statuses = [requests.post(gw.url + CHAT, json=body, headers=auth).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     samples = scrape(gw.url)

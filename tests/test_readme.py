@@ -122,6 +122,9 @@ def test_comments_cite_documents_in_the_repository():
         where = path.relative_to(ROOT)
         for stale in ("DESIGN §", "reference/", 'README "', "README, "):
             assert stale not in text, (where, stale)
+        # The wire references Relay was built from live outside the repository.
+        outside = re.search(r"\b(openai|ollama|anthropic|dify)-api(\.md)? ?§", text)
+        assert outside is None, (where, outside.group(0) if outside else "")
         for page, section in re.findall(r"docs/([a-z-]+\.md) §(\d+(?:\.\d+)?)", text):
             assert any(h.startswith((f"{section}. ", f"{section} ")) for h in headings[page]), (
                 where,

@@ -50,7 +50,11 @@ def test_two_gateways_share_the_cache_and_in_flight_work(
     gateways = [start_gateway(env), start_gateway(env)]
     gate = threading.Event()
     ollama.script("llama3.2", content=["Once"], gate=gate)
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "shared"}]}
+    body = {
+        "model": "llama3.2",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "shared"}],
+    }
 
     def waiting() -> int:
         return sum(g.logs().count("waiting for an identical request") for g in gateways)
@@ -71,7 +75,11 @@ def test_redis_stopping_mid_test_never_stops_the_answers(
 ):
     env = redis_env(fake_ollama, redis_server.url, RELAY_REQUESTS_PER_MINUTE="1000")
     gw = start_gateway(env)
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "outage"}]}
+    body = {
+        "model": "llama3.2",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "outage"}],
+    }
     assert post(gw, body).headers["X-Cache"] == "MISS"
     assert post(gw, body).headers["X-Cache"] == "HIT"
 

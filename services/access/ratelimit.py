@@ -74,10 +74,19 @@ def limit_string(limits: Limits) -> str:
     return ";".join(f"{n}/{unit}" for n, unit in parts if n)
 
 
+def _request_cost() -> int:
+    """A request refused with two keys (x-api-key, then the Bearer token, on Anthropic's face)
+    counts as two tries: else each request guessed twice (docs/threat-model.md
+    "The Ollama and Anthropic faces")."""
+    if g.get("api_key") is None:
+        return int(g.get("secrets_tried", 1))
+    return 1
+
+
 limiter = Limiter(
     key_func=rate_limit_key,
     # One shared scope: a key's requests count together on every /v1 route.
-    default_limits=[Limit(_request_limits, scope="requests", shared=True)],
+    default_limits=[Limit(_request_limits, scope="requests", shared=True, cost=_request_cost)],
     strategy="fixed-window",
     headers_enabled=False,  # Relay writes OpenAI's header names and formats itself
 )

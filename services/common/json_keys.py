@@ -38,3 +38,22 @@ def check_top_level_keys(keys: Iterable[str]) -> None:
                 param=key[:40],
             )
         seen[fold] = key
+
+
+def check_ollama_spelling(keys: Iterable[str]) -> None:
+    """Raise a 400 for a top-level key Ollama would read as another field than Relay does.
+
+    Every field of Ollama's native API is spelled in lowercase ASCII, and Ollama is a Go server:
+    `From`, `ſtream` or `Messages` reach the field `from`, `stream` or `messages` there while
+    Relay, reading keys exactly, never checked them (a model outside the key's list under
+    `From`). A key must read the same folded as it is sent (docs/threat-model.md "The Ollama
+    and Anthropic faces").
+    """
+    for key in keys:
+        plain = folded(key).lower()
+        if key != plain:
+            raise InvalidRequestError(
+                f"The field {key[:40]!r} reads as `{plain[:40]}` to Ollama; spell it "
+                f"`{plain[:40]}`.",
+                param=key[:40],
+            )

@@ -78,7 +78,7 @@ def _responses(settings: Settings, stores: StoreFactory) -> ResponseStore:
 def _cache_limits(settings: Settings) -> CacheLimits:
     access = settings.access
     return CacheLimits(
-        access.cache_ttl,
+        0.0 if access.cache_mode == "off" else access.cache_ttl,  # "off" is a TTL of 0
         access.cache_max_entries,
         access.cache_max_bytes,
         access.cache_max_entry_bytes,

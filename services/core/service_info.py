@@ -43,6 +43,13 @@ ENDPOINTS = (
     ("GET", "/health", "Liveness, no backend calls"),
     ("GET", "/ready", "Readiness: every backend answers"),
     ("GET", "/metrics", "Prometheus metrics (allowed addresses or the admin token)"),
+    ("GET", "/v1/usage", "The key's own usage, summed"),
+    ("GET", "/v1/usage/records", "The key's own usage records"),
+    ("GET", "/admin/usage", "Every key's usage (allowed addresses or the admin token)"),
+    ("GET", "/admin/usage/records", "Usage records (allowed addresses or the admin token)"),
+    ("GET", "/admin", "The operator dashboard (its data: allowed addresses or the admin token)"),
+    ("GET", "/admin/dashboard.json", "The dashboard's data (allowed addresses or the admin token)"),
+    ("GET", "/admin/static/{filename}", "The dashboard's script, styles and chart library"),
     ("GET", "/", "This page"),
 )
 PASSTHROUGH = ("ANY", "/v1/{path}", "Other OpenAI paths, passed to the pass-through backend")

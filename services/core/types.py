@@ -144,6 +144,17 @@ class ChatDelta:
 REPLACE_SEPARATOR = "\n\n"
 
 
+@dataclass(slots=True)
+class StreamStats:
+    """What a stream did, filled in while it runs and read by the access log when it closes."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    chunks: int = 0
+    first_token: float | None = None  # perf_counter() when the first token went out
+
+
 def result_deltas(result: ChatResult) -> Iterator[ChatDelta]:
     """A whole reply as the deltas of a stream that says it at once."""
     if result.reasoning:

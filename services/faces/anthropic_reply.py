@@ -20,11 +20,12 @@ from services.core.types import (
     ChatDelta,
     ChatResult,
     ModelInfo,
+    StreamStats,
     ToolCall,
     Usage,
     new_id,
 )
-from services.faces.chat_reply import StreamStats, encode_json
+from services.faces.chat_reply import encode_json
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -21,6 +20,7 @@ from services.core.types import (
     ChatResult,
     Message,
     ModelInfo,
+    StreamStats,
     ToolCall,
     Usage,
     new_id,
@@ -103,7 +103,7 @@ def render_error_frame(error: GatewayError) -> bytes:
 
 
 def guard_stream(frames: Iterator[bytes], stats: StreamStats) -> Iterator[bytes]:
-    """Pass frames on; a failure ends the stream with one error frame (openai-api §1.4)."""
+    """Pass frames on; a failure ends the stream with one error frame (docs/design.md §5.2)."""
     try:
         yield from frames
     except GatewayError as e:
@@ -113,17 +113,6 @@ def guard_stream(frames: Iterator[bytes], stats: StreamStats) -> Iterator[bytes]
         logger.exception("stream failed")
         stats.error = "internal error"
         yield render_error_frame(GatewayError("Relay failed while streaming the reply."))
-
-
-@dataclass(slots=True)
-class StreamStats:
-    """What a stream did, filled in while it runs and read by the access log when it closes."""
-
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    error: str | None = None
-    chunks: int = 0
-    first_token: float | None = None  # perf_counter() when the first token went out
 
 
 def render_chat_stream(

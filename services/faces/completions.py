@@ -13,8 +13,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.core.errors import InvalidRequestError, UpstreamError
-from services.core.types import REPLACE_SEPARATOR, ChatDelta, ChatResult, TextRequest, Usage, new_id
-from services.faces.chat_reply import StreamStats, encode_json, guard_stream, render_usage
+from services.core.types import (
+    REPLACE_SEPARATOR,
+    ChatDelta,
+    ChatResult,
+    StreamStats,
+    TextRequest,
+    Usage,
+    new_id,
+)
+from services.faces.chat_reply import encode_json, guard_stream, render_usage
 from services.faces.chat_request import (
     not_int,
     opt_bool,

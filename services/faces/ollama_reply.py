@@ -27,10 +27,11 @@ from services.core.types import (
     ChatResult,
     EmbeddingResult,
     ModelInfo,
+    StreamStats,
     ToolCall,
     Usage,
 )
-from services.faces.chat_reply import StreamStats, encode_json
+from services.faces.chat_reply import encode_json
 
 MEDIA_TYPE = "application/x-ndjson"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.finite_numbers import is_finite_number
+from services.common.json_keys import check_ollama_spelling
 from services.core.errors import InvalidRequestError
 from services.core.types import (
     ChatRequest,
@@ -334,6 +335,7 @@ def parse_model_name(body: Any, *names: str) -> str:
     """The model a body names under the first of `names` it has (`model`, or the old `name`)."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    check_ollama_spelling(body)  # the rest of the body goes on to Ollama as it came
     for name in names:
         value = body.get(name)
         if value is not None:
@@ -427,6 +429,7 @@ def _think(raw: Any) -> str | None:
 
 def _native(body: Mapping[str, Any], modelled: tuple[str, ...]) -> dict[str, Any]:
     """The body's other fields, checked where Relay knows their type, kept as they came."""
+    check_ollama_spelling(body)  # sent on as they came: no `ſtream` beside Relay's `stream`
     _keep_alive(body)
     for name in ("truncate", "shift", "logprobs"):
         value = body.get(name)

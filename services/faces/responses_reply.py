@@ -20,11 +20,12 @@ from services.core.types import (
     ChatDelta,
     ChatResult,
     Message,
+    StreamStats,
     ToolCall,
     Usage,
     new_id,
 )
-from services.faces.chat_reply import StreamStats, encode_json
+from services.faces.chat_reply import encode_json
 from services.faces.responses_request import ResponsesRequest
 
 

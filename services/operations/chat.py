@@ -9,11 +9,12 @@ from services.core.gateway import Gateway
 from services.core.pipeline import Call, Outcome, Streamed
 from services.core.types import ChatDelta, ChatRequest, ChatResult
 from services.core.usage_estimate import chat_prompt_tokens, complete_usage, fill_usage
-from services.operations.chat_cache import CHAT_CODEC, chat_cache_key
+from services.operations.chat_cache import CHAT_CODEC, by_sampling, chat_cache_key, deterministic
 
 
 def complete(gw: Gateway, call: Call, req: ChatRequest) -> Outcome[ChatResult]:
     """Run a whole chat turn on the call's backend, or answer it from the cache."""
+    call = by_sampling(gw, call, deterministic(req))
     out = pipeline.run(
         gw,
         call,
@@ -26,6 +27,7 @@ def complete(gw: Gateway, call: Call, req: ChatRequest) -> Outcome[ChatResult]:
 
 def stream(gw: Gateway, call: Call, req: ChatRequest) -> Streamed[ChatDelta]:
     """Start a streamed turn: a cached reply replayed, or a live one (primed) that fills it."""
+    call = by_sampling(gw, call, deterministic(req))
     return pipeline.cached_stream(
         gw,
         call,

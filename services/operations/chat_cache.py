@@ -1,4 +1,5 @@
-"""Chat replies in the reply cache: the key of a request, and the stored form of a reply.
+"""Chat replies in the reply cache: the key of a request, the stored form of a reply, and
+whether a request's sampling lets its reply be cached at all.
 
 services/operations/chat.py runs chat through the core pipeline (services/core/pipeline.py)
 with these.
@@ -12,8 +13,9 @@ from typing import Any
 
 from services.backends.base import Backend
 from services.common.unicode_text import escape_surrogates
-from services.core.pipeline import cacheable, replay
-from services.core.types import ChatRequest, ChatResult, ToolCall, Usage
+from services.core.gateway import Gateway
+from services.core.pipeline import Call, cacheable, replay
+from services.core.types import ChatRequest, ChatResult, TextRequest, ToolCall, Usage
 from services.state.reply_cache import CachePolicy, Codec, cache_key
 
 # Request fields that cannot change the answer, left out of the cache key.
@@ -50,6 +52,28 @@ def result_from_dict(data: dict[str, Any]) -> ChatResult:
 CHAT_CODEC = Codec(_encode, _decode, lambda r: r.finish_reason != "length")
 
 
+def deterministic(req: ChatRequest | TextRequest) -> bool:
+    """Whether asking again should give the same answer: `temperature` 0, or a `seed` given.
+
+    A request without `temperature` gets the backend's default, which is not 0 (Ollama's is
+    0.8), so it is not deterministic; a negative seed is Ollama's and llama.cpp's "pick one at
+    random", so it is no seed; `top_p` and `top_k` do not count either way (docs/access.md
+    "Reply cache").
+    """
+    return req.temperature == 0 or (req.seed is not None and req.seed >= 0)
+
+
+def by_sampling(gw: Gateway, call: Call, is_deterministic: bool) -> Call:
+    """The call with its cache policy narrowed by RELAY_CACHE_MODE: under `deterministic` a
+    request that samples is neither answered from the cache nor stored (X-Cache: BYPASS), so
+    "regenerate" gets a new answer. `off` needs nothing here: the cache is not built."""
+    if gw.settings.access.cache_mode != "deterministic" or is_deterministic:
+        return call
+    return dataclasses.replace(
+        call, policy=dataclasses.replace(call.policy, read=False, store=False)
+    )
+
+
 def chat_cache_key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> str:
     """The reply cache's key for a chat request on a backend, within the policy's tenant."""
     return cache_key("chat.completions", policy.tenant, backend.name, chat_payload(req))
@@ -57,9 +81,11 @@ def chat_cache_key(backend: Backend, req: ChatRequest, policy: CachePolicy) -> s
 
 __all__ = [
     "CHAT_CODEC",
+    "by_sampling",
     "cacheable",
     "chat_cache_key",
     "chat_payload",
+    "deterministic",
     "replay",
     "result_from_dict",
 ]

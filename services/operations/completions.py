@@ -18,7 +18,7 @@ from services.core.pipeline import Call, Outcome, Streamed
 from services.core.types import CallContext, ChatDelta, ChatResult, TextRequest
 from services.core.usage_estimate import complete_usage, fill_usage, text_tokens
 from services.faces.completions import CompletionRequest
-from services.operations.chat_cache import result_from_dict
+from services.operations.chat_cache import by_sampling, deterministic, result_from_dict
 from services.state.reply_cache import Codec, cache_key
 
 
@@ -58,7 +58,9 @@ def _stream_text(
 
 
 def complete(gw: Gateway, call: Call, req: CompletionRequest) -> Outcome[list[ChatResult]]:
-    """Continue every prompt whole, or answer from the cache."""
+    """Continue every prompt whole, or answer from the cache (deterministic ones only, by
+    RELAY_CACHE_MODE)."""
+    call = by_sampling(gw, call, all(deterministic(p) for p in req.prompts))
     out = pipeline.run(
         gw,
         call,

@@ -18,6 +18,7 @@ from loguru import logger
 from services.access.keys import ApiKey, authorize_model
 from services.backends.base import Backend
 from services.backends.ollama import OllamaBackend
+from services.common.json_keys import check_ollama_spelling
 from services.core.errors import (
     GatewayError,
     InvalidRequestError,
@@ -206,6 +207,37 @@ def check_admin(key: ApiKey, action: str) -> None:
         )
 
 
+def registry_host(name: str) -> str | None:
+    """The registry a model name makes Ollama call, when it names one: the first of three or
+    more `/`-separated parts (`host[:port]/namespace/model`), or anything with a scheme. An
+    Ollama on Windows reads `\\` as `/` too."""
+    if "://" in name:
+        return name
+    parts = name.replace("\\", "/").split("/")
+    return parts[0] if len(parts) >= 3 else None
+
+
+def check_registry(key: ApiKey, name: str) -> None:
+    """A pull, a push or a create from a name that names a registry host is allowed only when
+    the key's list spells that host out (`registry.example/team/*`) or allows every model: a
+    wildcard meant for tags (`llama3.2*`) must not let the caller choose the host Ollama
+    connects to, nor where pushed weights go (docs/threat-model.md "The Ollama and Anthropic
+    faces")."""
+    host = registry_host(name)
+    if host is None or "*" in key.models:
+        return
+    for pattern in key.models:
+        named, slash, _ = pattern.partition("/")
+        literal = not any(c in named for c in "*?[")
+        if slash and literal and "://" not in pattern and named.lower() == host.lower():
+            return
+    raise PermissionDeniedError(
+        f"The API key '{key.name}' may not name the registry of `{name[:200]}`: its model list "
+        "must spell that registry host out.",
+        param="model",
+    )
+
+
 def manage(
     gw: Gateway,
     key: ApiKey,
@@ -218,16 +250,34 @@ def manage(
     """Pass an admin key's pull, push, create, copy or delete to the Ollama backend that owns
     the model (the source, for a copy), after the key's model list allows every name."""
     check_admin(key, action)
+    # The body goes to Ollama as it came: every field that names a model must be the one
+    # checked here, not `From` or `ſource` beside it (docs/threat-model.md "The Ollama and
+    # Anthropic faces").
+    check_ollama_spelling(body)
     names = [body[n] for n in MANAGEMENT[action] if isinstance(body.get(n), str) and body[n]]
+    if action == "copy":
+        for field in MANAGEMENT["copy"]:
+            if not (isinstance(body.get(field), str) and body[field]):
+                raise InvalidRequestError(f"'{field}' is required.", param=field)
     if not names:
         field = MANAGEMENT[action][0]
         raise InvalidRequestError(f"'{field}' is required.", param=field)
     if action != "copy":
         names = names[:1]
+    for old in ("modelfile", "path") if action == "create" else ():
+        if body.get(old) is not None:  # an old Ollama's Modelfile `FROM`, or a file on its disk
+            raise InvalidRequestError(
+                f"'{old}' is not accepted: name the base model in 'from', and upload files as "
+                "blobs named in 'files'.",
+                param=old,
+            )
     if action == "create" and isinstance(body.get("from"), str) and body["from"]:
         authorize_model(key, body["from"])  # no key makes a model it may not use its own
+        check_registry(key, body["from"])
     for name in names:
         authorize_model(key, name)
+        if action in ("pull", "push"):
+            check_registry(key, name)
     backend = gw.router.resolve(names[0])
     if not isinstance(backend, OllamaBackend):
         raise UnsupportedError(

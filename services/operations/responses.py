@@ -18,8 +18,7 @@ from loguru import logger
 from services.core.errors import GatewayError, InvalidRequestError, NotFoundError
 from services.core.gateway import Gateway
 from services.core.pipeline import Call, Outcome, Streamed
-from services.core.types import ChatRequest, Message, new_id
-from services.faces.chat_reply import StreamStats
+from services.core.types import ChatRequest, Message, StreamStats, new_id
 from services.faces.chat_request import parse_message
 from services.faces.responses_reply import (
     ResponseEvents,

@@ -9,7 +9,8 @@ each step once. A step, once released, never changes: a later change is a new st
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -90,6 +91,30 @@ usage_daily = sa.Table(
 )
 
 
+# The hourly roll-ups the dashboard draws its 24-hour and 7-day views from: per hour, key and
+# model, the same sums as the daily ones; kept HOURLY_DAYS days (docs/design.md §10.4).
+HOURLY_KEYS = ("hour", "key_name", "model")
+HOURLY_DAYS = 8
+
+usage_hourly = sa.Table(
+    "usage_hourly",
+    metadata,
+    sa.Column("hour", sa.DateTime, primary_key=True),
+    sa.Column("key_name", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("model", sa.String(MODEL_LENGTH), primary_key=True),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in DAILY_SUMS[:-1]),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+)
+
+
+def hour_of(conn: Connection, column: Any) -> Any:
+    """A record's `ts` cut to its hour, in the database's own words and in the form the column
+    keeps a datetime (SQLite: text, `2026-11-30 08:00:00.000000`)."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.substr(column, 1, 13) + ":00:00.000000"
+    return sa.func.date_trunc("hour", column)
+
+
 def _step_1(conn: Connection) -> None:
     """The raw records and the daily roll-ups."""
     # The tables as version 1 made them; when a later step changes one, this step keeps
@@ -98,7 +123,38 @@ def _step_1(conn: Connection) -> None:
     usage_daily.create(conn)
 
 
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1,)
+def _step_2(conn: Connection) -> None:
+    """The hourly roll-ups, filled from the raw records of their last HOURLY_DAYS days."""
+    usage_hourly.create(conn)
+    r = usage_records.c
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=HOURLY_DAYS)
+    hour = hour_of(conn, r.ts).label("hour")
+    key_name = sa.func.coalesce(r.key_name, "").label("key_name")
+    model = sa.func.coalesce(r.model, "").label("model")
+    error = sa.or_(r.status >= 400, r.error_type.is_not(None))
+
+    def count(condition: Any) -> Any:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    sums = (
+        sa.func.count(),
+        count(error),
+        count(r.streamed),
+        count(r.abandoned),
+        count(r.cache == "HIT"),
+        sa.func.sum(r.prompt_tokens),
+        sa.func.sum(r.completion_tokens),
+        sa.func.sum(sa.func.coalesce(r.reasoning_tokens, 0)),
+        sa.func.sum(sa.func.coalesce(r.cached_tokens, 0)),
+        sa.func.sum(r.duration_ms),
+    )
+    rolled = (
+        sa.select(hour, key_name, model, *sums).where(r.ts >= since).group_by(hour, key_name, model)
+    )
+    conn.execute(sa.insert(usage_hourly).from_select([*HOURLY_KEYS, *DAILY_SUMS], rolled))
+
+
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2)
 LATEST = len(STEPS)
 
 

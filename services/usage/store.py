@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -25,7 +25,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from services.usage import schema
 from services.usage.record import UsageRecord
-from services.usage.schema import DAILY_KEYS, DAILY_SUMS, usage_daily, usage_records
+from services.usage.schema import (
+    DAILY_KEYS,
+    DAILY_SUMS,
+    HOURLY_DAYS,
+    HOURLY_KEYS,
+    usage_daily,
+    usage_hourly,
+    usage_records,
+)
 
 BUSY_TIMEOUT_SECONDS = 10.0  # how long a writer waits for another worker's transaction
 CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL: how long a connection attempt waits for the server
@@ -155,9 +163,17 @@ class UsageStore:
             index_elements=list(DAILY_KEYS),
             set_={name: usage_daily.c[name] + upsert.excluded[name] for name in DAILY_SUMS},
         )
+        hourly = dialect_insert(usage_hourly)
+        hourly = hourly.on_conflict_do_update(
+            index_elements=list(HOURLY_KEYS),
+            set_={name: usage_hourly.c[name] + hourly.excluded[name] for name in DAILY_SUMS},
+        )
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             conn.execute(sa.insert(usage_records), rows)
             conn.execute(upsert, daily)
+            conn.execute(
+                hourly, [_storable(r) for r in _roll_up(records, HOURLY_KEYS, _hour_names)]
+            )
 
     def prune(self, now: datetime, raw_days: int, daily_days: int) -> int:
         """Delete raw records older than `raw_days` and roll-ups older than `daily_days` (0: keep
@@ -176,6 +192,9 @@ class UsageStore:
                 if count < PRUNE_CHUNK:
                     break
                 time.sleep(0)  # let the worker's other work run between chunks
+        first_hour = now - timedelta(days=HOURLY_DAYS)
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(sa.delete(usage_hourly).where(usage_hourly.c.hour < first_hour))
         if daily_days > 0:
             first_kept = (now - timedelta(days=daily_days)).date()
             with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
@@ -192,14 +211,26 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _roll_up(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
-    sums: dict[tuple[date, str, str, str, str], dict[str, Any]] = {}
+def _day_names(r: UsageRecord) -> tuple[Any, ...]:
+    return (r.ts.date(), r.key_name or "", r.model or "", r.backend or "", r.endpoint)
+
+
+def _hour_names(r: UsageRecord) -> tuple[Any, ...]:
+    return (r.ts.replace(minute=0, second=0, microsecond=0), r.key_name or "", r.model or "")
+
+
+def _roll_up(
+    records: Iterable[UsageRecord],
+    keys: Sequence[str] = DAILY_KEYS,
+    names_of: Callable[[UsageRecord], tuple[Any, ...]] = _day_names,
+) -> list[dict[str, Any]]:
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in records:
-        names = (r.ts.date(), r.key_name or "", r.model or "", r.backend or "", r.endpoint)
+        names = names_of(r)
         row = sums.get(names)
         if row is None:
             row = sums[names] = {
-                **dict(zip(DAILY_KEYS, names, strict=True)),
+                **dict(zip(keys, names, strict=True)),
                 **dict.fromkeys(DAILY_SUMS, 0),
             }
         row["requests"] += 1

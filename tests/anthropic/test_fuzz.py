@@ -12,10 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.core.errors import InvalidRequestError, UpstreamError
-from services.core.types import ChatDelta, ChatRequest, ToolCall, Usage
+from services.core.types import ChatDelta, ChatRequest, StreamStats, ToolCall, Usage
 from services.faces.anthropic_reply import render_stream
 from services.faces.anthropic_request import estimate_input_tokens, parse_messages_request
-from services.faces.chat_reply import StreamStats
 from tests.anthropic.conftest import sse_events
 
 FAST = settings(

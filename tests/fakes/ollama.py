@@ -236,9 +236,16 @@ class FakeOllama:
             return self.json(steps[-1])
 
         def lines() -> Any:
-            for step in steps:
-                yield go_json(step) + b"\n"
-                time.sleep(self.pull_pace)
+            sent = 0
+            try:
+                for step in steps:
+                    yield go_json(step) + b"\n"
+                    sent += 1
+                    time.sleep(self.pull_pace)
+            finally:
+                if sent < len(steps) and self.record:
+                    with self._lock:
+                        self.disconnects.append((f"pull {model}", time.monotonic()))
 
         return Response(lines(), content_type="application/x-ndjson")
 

@@ -33,7 +33,13 @@ def small_cache(start_module_gateway: Callable[..., Gateway], fake_ollama: FakeO
 
 
 def ask(gw: Gateway, question: str) -> requests.Response:
-    resp = post(gw, {"model": "llama3.2", "messages": [{"role": "user", "content": question}]})
+    # temperature 0: only deterministic requests are cached by default
+    body = {
+        "model": "llama3.2",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": question}],
+    }
+    resp = post(gw, body)
     assert resp.status_code == 200, resp.text
     return resp
 
@@ -52,7 +58,11 @@ def test_a_reply_over_the_entry_cap_is_not_cached_nor_evicts_others(small_cache,
 
 def test_a_streamed_reply_over_the_entry_cap_is_not_cached(small_cache, ollama):
     ollama.script("llama3.2", content=["t" * 1000] * (HUGE // 1000))
-    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "streamed"}]}
+    body = {
+        "model": "llama3.2",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "streamed"}],
+    }
     live = post(small_cache, {**body, "stream": True})
     assert live.headers["X-Cache"] == "MISS" and live.text.count("t" * 1000) == HUGE // 1000
     assert post(small_cache, body).headers["X-Cache"] == "MISS"

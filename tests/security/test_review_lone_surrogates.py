@@ -73,11 +73,17 @@ def test_a_stream_echoing_a_lone_surrogate_is_not_cut(gw):
     [
         (
             "/v1/chat/completions",
-            {"model": "gpt-test", "messages": [{"role": "user", "content": "a"}]},
+            # temperature 0: the reply is cached (the default caches deterministic requests)
+            {"model": "gpt-test", "temperature": 0, "messages": [{"role": "user", "content": "a"}]},
         ),
         (
             "/v1/chat/completions",
-            {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "b"}]},
+            {
+                "model": "gpt-test",
+                "temperature": 0,
+                "stream": True,
+                "messages": [{"role": "user", "content": "b"}],
+            },
         ),
         ("/v1/responses", {"model": "gpt-test", "input": "c"}),
         ("/v1/responses", {"model": "gpt-test", "input": "d", "stream": True}),
@@ -88,10 +94,12 @@ def test_a_lone_surrogate_from_the_upstream_is_escaped_not_a_500(gw, upstream, p
 
     upstream.reply = Reply(content=["ok \ud800", " end"])
     try:
-        for _ in range(2):  # the second may come from the reply cache or the stored Response
+        for attempt in range(2):  # the second comes from the reply cache or the stored Response
             resp = _post(gw, path, json.dumps(body), key=API_KEY, stream=True)
             text = resp.content.decode("utf-8")  # strict UTF-8
             assert resp.status_code == 200, text
+            if path == "/v1/chat/completions":
+                assert resp.headers["X-Cache"] == ("HIT" if attempt else "MISS")
             assert "\\ud800" in text
             if body.get("stream"):
                 assert "[DONE]" in text or "response.completed" in text, text

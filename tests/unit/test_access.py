@@ -142,6 +142,7 @@ def test_key_tool_edits_keep_the_file_and_write_only_digests(tmp_path):
     ("env", "message"),
     [
         ({"RELAY_CACHE_TTL": "abc"}, "RELAY_CACHE_TTL must be a number"),
+        ({"RELAY_CACHE_MODE": "some"}, "RELAY_CACHE_MODE must be one of deterministic, all, off"),
         ({"RELAY_REQUESTS_PER_MINUTE": "-1"}, "RELAY_REQUESTS_PER_MINUTE must be at least 0"),
         ({"RELAY_LIMITS_FAIL_OPEN": "maybe"}, "RELAY_LIMITS_FAIL_OPEN must be true or false"),
         ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must be a redis:// URL"),

@@ -10,8 +10,8 @@ from services.backends.ollama_text import sampling_options
 from services.backends.openai_wire import to_chat_body
 from services.common.ndjson import iter_ndjson
 from services.core.errors import InvalidRequestError, UpstreamError
-from services.core.types import ChatDelta, ToolCall, Usage
-from services.faces.chat_reply import StreamStats, render_chat_stream
+from services.core.types import ChatDelta, StreamStats, ToolCall, Usage
+from services.faces.chat_reply import render_chat_stream
 from services.faces.chat_request import parse_chat_request
 
 USER = [{"role": "user", "content": "Hi"}]

@@ -47,7 +47,8 @@ def test_two_workers_write_one_file_and_lose_nothing(start_gateway, ollama: Fake
     # The roll-ups and the raw rows agree (date bounds read the roll-ups).
     assert len(db_rows(db)) == 500
     assert db_rows(db, "SELECT sum(requests) AS n FROM usage_daily")[0]["n"] == 500
-    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1]
+    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_hourly")[0]["n"] == 500
+    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1, 2]
     assert "database is locked" not in gw.logs()
     assert "usage ledger could not" not in gw.logs()
 
@@ -98,12 +99,12 @@ def test_migrations_run_once_and_keep_the_data(start_gateway, ollama: FakeOllama
     request_id = chat(first).headers["X-Request-ID"]
     wait_until(lambda: db_rows(db), timeout=10)
     sigterm(first)
-    assert "usage ledger schema migrated to version 1" in first.logs()
+    assert "usage ledger schema migrated to version 2" in first.logs()
     second = start_gateway(ledger_env(db, ollama.url, RELAY_WORKERS="2"))
     assert chat(second).status_code == 200
     wait_until(lambda: len(db_rows(db)) == 2, timeout=10)
     assert "migrated" not in second.logs()
-    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1]
+    assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1, 2]
     assert request_id in {r["request_id"] for r in db_rows(db)}
 
 
