@@ -69,7 +69,8 @@ def test_two_gateways_share_one_database_and_lose_nothing(
     assert postgres.query(name, "SELECT sum(requests) FROM usage_daily") == [(500,)]
     distinct = postgres.query(name, "SELECT count(DISTINCT request_id) FROM usage_records")
     assert distinct == [(500,)]  # each request once: none lost, none written twice
-    assert postgres.query(name, "SELECT version FROM schema_version") == [(1,)]
+    assert postgres.query(name, "SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
+    assert postgres.query(name, "SELECT sum(requests) FROM usage_hourly") == [(500,)]
     for gw in (first, second):
         assert "usage ledger could not" not in gw.logs()
         assert "cannot reach its database" not in gw.logs()
@@ -86,8 +87,10 @@ def test_migrations_run_once_when_gateways_start_together(
     for gw in gateways:
         gw.wait_ready(timeout=60)  # four workers importing at once on a shared machine
     logs = "".join(gw.logs() for gw in gateways)
-    assert logs.count("usage ledger schema migrated to version 1") == 1
-    assert postgres.query(dbname(url), "SELECT version FROM schema_version") == [(1,)]
+    assert logs.count("usage ledger schema migrated to version") == 1
+    assert "usage ledger schema migrated to version 2" in logs
+    versions = postgres.query(dbname(url), "SELECT version FROM schema_version ORDER BY 1")
+    assert versions == [(1,), (2,)]
     ids = [chat(gw).headers["X-Request-ID"] for gw in gateways]
     wait_until(lambda: admin_total(gateways[0].url)["requests"] == 2, timeout=10)
     written = postgres.query(dbname(url), "SELECT request_id FROM usage_records")
@@ -95,7 +98,7 @@ def test_migrations_run_once_when_gateways_start_together(
     # Once more, from here: nothing left to apply, the data kept.
     store = UsageStore.open(url)
     assert store.migrate() == []
-    assert store.version() == 1
+    assert store.version() == 2
     store.engine.dispose()
     third = start_gateway(env)
     assert chat(third).status_code == 200
@@ -231,6 +234,25 @@ def test_the_reading_endpoints_answer_alike_on_sqlite_and_postgresql(
             answers.append(comparable(r))
         assert answers[0] == answers[1], (path, params)
         assert answers[0], (path, params)  # something was compared
+    # The dashboard's data (docs/design.md §10.4): totals and top names from the hourly and the
+    # daily roll-ups, the latency sample's size from the raw records.
+    for period in ("24h", "7d", "30d"):
+        answers = []
+        for gw in gateways.values():
+            r = requests.get(
+                gw.url + "/admin/dashboard.json", params={"period": period}, headers=ADMIN
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            answers.append(
+                {
+                    "totals": strip(body["totals"]),
+                    "top": {d: [strip(row) for row in rows] for d, rows in body["top"].items()},
+                    "sample": body["latency"]["sample"],
+                }
+            )
+        assert answers[0] == answers[1], period
+        assert answers[0]["totals"]["requests"] == 31
     models = requests.get(
         gateways["postgresql"].url + "/admin/usage", params={"group_by": "model"}, headers=ADMIN
     ).json()["data"]
@@ -239,6 +261,10 @@ def test_the_reading_endpoints_answer_alike_on_sqlite_and_postgresql(
 
 # What differs between two runs of the same traffic: when and how fast, and the ids.
 VARYING = {"ts", "request_id", "duration_ms", "first_token_ms", "mean_duration_ms"}
+
+
+def strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in VARYING}
 
 
 def comparable(r: requests.Response) -> Any:
