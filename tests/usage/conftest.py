@@ -46,8 +46,9 @@ def ledger_env(db: Path | str, ollama_url: str, **extra: str) -> dict[str, str]:
 
 def chat(gw: Any, key: str = API_KEY, **body: Any) -> requests.Response:
     # A new question each time: the reply cache is on, and a repeated one would be a HIT.
+    # Temperature 0 makes the reply cacheable (docs/access.md "Which replies are cached").
     question = [{"role": "user", "content": f"Say hi {uuid.uuid4()}"}]
-    payload = {"model": "llama3.2", "messages": question, **body}
+    payload = {"model": "llama3.2", "messages": question, "temperature": 0, **body}
     return requests.post(
         gw.url + "/v1/chat/completions",
         json=payload,
