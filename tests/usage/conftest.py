@@ -38,8 +38,6 @@ def ledger_env(db: Path | str, ollama_url: str, **extra: str) -> dict[str, str]:
         # Loopback is not an allowed address here: only the admin token opens /admin/usage.
         "RELAY_METRICS_ALLOW": "192.0.2.1/32",
         "RELAY_CACHE_TTL": "300",
-        # Every reply cacheable, sampled or not: the ledger's cache column is under test.
-        "RELAY_CACHE_MODE": "all",
         **extra,
     }
 
