@@ -248,6 +248,19 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "10000",
     ),
     "RELAY_USAGE_FLUSH_SECONDS": ("how often each worker writes its queued usage records", "1"),
+    # Budgets, kept against the usage ledger (issue 15)
+    "RELAY_BUDGET_TOKENS_PER_DAY": ("default tokens per UTC day per key; 0 for no budget", "0"),
+    "RELAY_BUDGET_TOKENS_PER_MONTH": ("default tokens per UTC month per key; 0 for no budget", "0"),
+    "RELAY_BUDGET_REQUESTS_PER_DAY": ("default requests per UTC day per key; 0: none", "0"),
+    "RELAY_BUDGET_REQUESTS_PER_MONTH": ("default requests per UTC month per key; 0: none", "0"),
+    "RELAY_BUDGET_CACHE_SECONDS": (
+        "seconds a worker reuses what it read of a key's spending from the ledger",
+        "2",
+    ),
+    "RELAY_BUDGET_FAIL_OPEN": (
+        "admit budgeted keys when the ledger cannot be read (false: answer 503)",
+        "RELAY_LIMITS_FAIL_OPEN",
+    ),
 }
 
 
@@ -361,6 +374,21 @@ def _build(env: Mapping[str, str]) -> Settings:
         redis=redis_settings(env, doc),
         usage=usage_settings(env, doc),
     )
+    access = settings.access
+    if not settings.usage.enabled and (
+        access.budgets.defaults.any or any(k.budgets.any for k in access.keys)
+    ):
+        # The ledger is the budgets' truth (docs/access.md "Budgets"): without it, none is kept.
+        raise ConfigError("budgets are set but RELAY_USAGE=off: budgets need the usage ledger")
+    monthly = access.budgets.defaults.tokens_per_month or access.budgets.defaults.requests_per_month
+    monthly = monthly or any(
+        k.budgets.tokens_per_month or k.budgets.requests_per_month for k in access.keys
+    )
+    if monthly and 0 < settings.usage.daily_retention_days < 31:
+        # A month's budget sums the month's daily roll-ups: they must outlive the month.
+        raise ConfigError(
+            "RELAY_USAGE_DAILY_RETENTION_DAYS must be 0 or at least 31 with a monthly budget"
+        )
     return settings
 
 

@@ -14,6 +14,7 @@ import click
 import config
 from services.access import keyfile
 from settings.access import LIMIT_FIELDS
+from settings.budgets import BUDGET_FIELDS
 
 
 def _path(file: str | None) -> str:
@@ -47,6 +48,13 @@ def keys() -> None:
 @click.option("--rpd", type=click.IntRange(0), help="requests per day")
 @click.option("--tpm", type=click.IntRange(0), help="tokens per minute")
 @click.option("--cache-group", help="share cached replies with other keys of this group")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="KIND=N",
+    help='a budget, e.g. tokens_per_month=5000000 (repeatable; docs/access.md "Budgets")',
+)
 @FILE
 def create(
     name: str,
@@ -57,9 +65,18 @@ def create(
     rpd: int | None,
     tpm: int | None,
     cache_group: str | None,
+    budgets: tuple[str, ...],
     file: str | None,
 ) -> None:
     """Create key NAME; its secret is printed once and stored nowhere."""
+    amounts: dict[str, int] = {}
+    for given in budgets:
+        kind, _, number = given.partition("=")
+        if kind.strip() not in BUDGET_FIELDS or not number.strip().isdigit():
+            raise click.BadParameter(
+                f"use KIND=N with KIND one of {', '.join(BUDGET_FIELDS)}", param_hint="--budget"
+            )
+        amounts[kind.strip()] = int(number)
     limits = {
         field: value
         for field, value in zip(LIMIT_FIELDS, (rpm, rph, rpd, tpm), strict=True)
@@ -76,7 +93,13 @@ def create(
 
     def action() -> None:
         secret = keyfile.create_key(
-            path, name, models=models, expires=when, limits=limits, cache_group=cache_group
+            path,
+            name,
+            models=models,
+            expires=when,
+            limits=limits,
+            cache_group=cache_group,
+            budgets=amounts,
         )
         click.echo(f"created key '{name}' in {path}; its secret, shown only now:", err=True)
         click.echo(secret)
@@ -87,7 +110,7 @@ def create(
 @keys.command("list")
 @FILE
 def list_keys(file: str | None) -> None:
-    """List the named keys: state, expiry, models and limits (never secrets)."""
+    """List the named keys: state, expiry, models, limits and budgets (never secrets)."""
     path = _path(file)
     now = datetime.now(UTC)
 
@@ -101,10 +124,15 @@ def list_keys(file: str | None) -> None:
                 for f in LIMIT_FIELDS
                 if getattr(k.limits, f) is not None
             )
+            budgets = ", ".join(
+                f"{f}={getattr(k.budgets, f)}"
+                for f in BUDGET_FIELDS
+                if getattr(k.budgets, f) is not None
+            )
             expiry = k.expires.isoformat() if k.expires else "never"
             click.echo(
                 f"{k.name}\t{state}\texpires={expiry}\tmodels={','.join(k.models)}"
-                f"\t{limits or 'default limits'}"
+                f"\t{limits or 'default limits'}\t{budgets or 'default budgets'}"
             )
 
     _run(action)

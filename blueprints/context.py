@@ -32,6 +32,7 @@ def call_context() -> CallContext:
         upstream_key=request.headers.get("X-Dify-Api-Key") or None,
         conversation_id=request.headers.get("X-Dify-Conversation-Id") or None,
         public_url=public_base_url(),
+        request_id=g.get("request_id") or "-",
     )
 
 

@@ -70,12 +70,25 @@ def data() -> Response:
     else:
         body |= {"usage": "on", **dashboard.summary(gw.usage.store.engine, period, now)}
     body["backends"] = _backends()
-    # Budgets and what each has used: an empty list until the gateway has budgets; the entry
-    # shape is in docs/operations.md "Dashboard".
-    body["budgets"] = []
+    # Each budget of each key and what it has used (docs/operations.md "Dashboard").
+    body["budgets"] = _budgets()
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _budgets() -> list[dict[str, Any]]:
+    """One row per budget of a key: its limit, what it spent and has left, when it resets."""
+    gw = gateway()
+    book = gw.budgets
+    if book is None:
+        return []
+    return [
+        {"key": key.name, "budget": name, **entry}
+        for key in gw.keys.all()
+        if key.budgets.any
+        for name, entry in book.status(key.name, key.budgets).items()
+    ]
 
 
 def _backends() -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from services.core.errors import (
     RequestTooLargeError,
 )
 from services.faces.ollama_reply import render_error as render_ollama
+from services.usage.budgets import BudgetExceededError
 
 
 def render_openai_error(error: GatewayError) -> Response:
@@ -63,10 +64,13 @@ def render_error(error: GatewayError) -> Response:
     if record is not None:  # for the usage ledger
         record.error_type, record.error_code = error.type, error.code
     path = request.path
-    for belongs, render in _FACES:
-        if belongs(path):
-            return render(error)
-    return render_openai_error(error)
+    render = next((r for belongs, r in _FACES if belongs(path)), render_openai_error)
+    response = render(error)
+    if isinstance(error, BudgetExceededError):
+        # Nothing changes before the reset: the SDKs read this header and do not retry
+        # (docs/access.md "Budgets").
+        response.headers["x-should-retry"] = "false"
+    return response
 
 
 def _from_http(e: HTTPException) -> GatewayError:

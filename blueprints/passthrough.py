@@ -16,6 +16,7 @@ from flask import Blueprint, Response, g, request
 from blueprints.access_record import access
 from blueprints.context import gateway
 from blueprints.request_body import body_stream
+from services.core import pipeline
 from services.core.errors import InvalidRequestError
 from services.operations.passthrough_body import check_json, is_json, looks_like_json, read_bounded
 from services.operations.passthrough_paths import checked_path
@@ -38,6 +39,7 @@ def forward(rest: str) -> Response:
     if query:
         path += "?" + query
     body, length, model = _body()
+    pipeline.check_budgets(gw, g.api_key, g.get("request_id") or "-")
     status, headers, reply = backend.forward(
         request.method, path, request.headers, body, length, _callers_own_auth()
     )

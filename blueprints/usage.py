@@ -1,6 +1,6 @@
-"""Reading the usage ledger over HTTP: GET /admin/usage (every key; allowed addresses or the
-admin token, like /metrics) and GET /v1/usage (the calling key's own). JSON, or CSV with
-`format=csv` or `Accept: text/csv` (docs/operations.md "Usage")."""
+"""Reading the usage ledger over HTTP: GET /admin/usage and /admin/budgets (every key; allowed
+addresses or the admin token, like /metrics) and GET /v1/usage (the calling key's own, with its
+budgets). JSON, or CSV with `format=csv` or `Accept: text/csv` (docs/operations.md "Usage")."""
 
 from __future__ import annotations
 
@@ -33,11 +33,27 @@ def admin_records() -> Response:
     return _records(store, query.parse_query(request.args, records=True))
 
 
+@admin_bp.get("/budgets")
+def admin_budgets() -> Response:
+    """Every key that has a budget: its budgets, what it spent and has left, when each resets."""
+    _admin_store()  # the check first; and the ledger is on, so the budgets are kept
+    book = gateway().budgets
+    keys = [k for k in gateway().keys.all() if k.budgets.any] if book is not None else []
+    data = [
+        {"key": k.name, "enabled": k.enabled, "budgets": book.status(k.name, k.budgets)}
+        for k in keys
+        if book is not None
+    ]
+    return _json({"object": "list", "data": data})
+
+
 @own_bp.get("/usage")
 def own_summary() -> Response:
     store = _store()
     q = query.parse_query(request.args, own=True)
-    return _summary(store, _own(q))
+    book = gateway().budgets
+    budgets = book.status(g.api_key.name, g.api_key.budgets) if book is not None else {}
+    return _summary(store, _own(q), {"budgets": budgets})
 
 
 @own_bp.get("/usage/records")
@@ -78,7 +94,7 @@ def _wants_csv() -> bool:
     return best == "text/csv"
 
 
-def _summary(store: UsageStore, q: UsageQuery) -> Response:
+def _summary(store: UsageStore, q: UsageQuery, extra: dict[str, Any] | None = None) -> Response:
     csv = _wants_csv()
     rows, more, source = query.summary(store.engine, q)
     if csv:
@@ -92,6 +108,7 @@ def _summary(store: UsageStore, q: UsageQuery) -> Response:
             "source": source,
             "data": rows,
             "has_more": more,
+            **(extra or {}),
         }
     )
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from settings.budgets import NO_BUDGETS, Budgets, BudgetSettings, budget_settings, key_budgets
 from settings.environment import read_environment
 from settings.values import (
     ConfigError,
@@ -63,6 +64,7 @@ class KeySettings:
     limits: Limits = Limits()
     cache_group: str | None = None
     ollama_admin: bool = False  # may manage models on Ollama backends (docs/ollama.md)
+    budgets: Budgets = Budgets()  # tokens and requests per day and month (docs/access.md "Budgets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class AccessSettings:
     cache_max_bytes: int = 64 * 1024 * 1024  # per worker, in memory
     cache_max_entry_bytes: int = 1024 * 1024  # one reply; larger ones are not cached
     cache_mode: str = "deterministic"  # one of CACHE_MODES
+    budgets: BudgetSettings = BudgetSettings(NO_BUDGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
     defaults = Limits(
         *(as_int(*_pick(env, env_names[f], limits, f, 0), lo=0) for f in LIMIT_FIELDS)
     )
+    fail_open = as_bool(*_pick(env, "RELAY_LIMITS_FAIL_OPEN", limits, "fail_open", True))
     return AccessSettings(
         keys=_named_keys(env, doc),
         limits=defaults,
@@ -123,7 +127,7 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
         status_per_minute=as_int(
             *_pick(env, "RELAY_STATUS_PER_MINUTE", limits, "status_per_minute", 60), lo=0
         ),
-        limits_fail_open=as_bool(*_pick(env, "RELAY_LIMITS_FAIL_OPEN", limits, "fail_open", True)),
+        limits_fail_open=fail_open,
         cache_ttl=as_float(*_pick(env, "RELAY_CACHE_TTL", cache, "ttl", 300.0), lo=0.0),
         cache_max_entries=as_int(
             *_pick(env, "RELAY_CACHE_MAX_ENTRIES", cache, "max_entries", 1024), lo=1
@@ -136,6 +140,7 @@ def access_settings(env: Mapping[str, str], doc: Mapping[str, Any]) -> AccessSet
             lo=1,
         ),
         cache_mode=_cache_mode(env, cache),
+        budgets=budget_settings(env, doc, fail_open),
     )
 
 
@@ -189,6 +194,7 @@ def _named_keys(env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[KeySett
                 ),
                 cache_group=as_str(f"{where}.cache_group", group) if group is not None else None,
                 ollama_admin=as_bool(f"{where}.ollama_admin", table.get("ollama_admin", False)),
+                budgets=key_budgets(where, table),
             )
         )
     return tuple(out)

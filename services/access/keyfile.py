@@ -19,6 +19,7 @@ from typing import Any
 from config import ConfigError
 from services.access.keys import digest
 from settings.access import KEY_NAME, LIMIT_FIELDS, KeySettings, read_keys
+from settings.budgets import BUDGET_FIELDS
 
 
 def new_secret() -> str:
@@ -76,6 +77,7 @@ def create_key(
     expires: datetime | None = None,
     limits: Mapping[str, int] | None = None,
     cache_group: str | None = None,
+    budgets: Mapping[str, int] | None = None,
 ) -> str:
     """Add a key to the file and return its secret, which is stored nowhere."""
     if not KEY_NAME.match(name):
@@ -96,6 +98,10 @@ def create_key(
         lines.append("limits = { " + ", ".join(f"{k} = {int(v)}" for k, v in limits.items()) + " }")
     if cache_group:
         lines.append(f"cache_group = {_quote(cache_group)}")
+    for field, value in (budgets or {}).items():
+        if field not in BUDGET_FIELDS:
+            raise ConfigError(f"unknown budget {field!r}")
+        lines.append(f"budget_{field} = {int(value)}")
     lines.append("enabled = true")
     block = "\n".join(lines) + "\n"
     new_text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block

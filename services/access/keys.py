@@ -28,6 +28,7 @@ import settings.access
 from services.core.errors import AuthenticationError, PermissionDeniedError
 from services.core.types import ModelInfo
 from settings.access import KeySettings, Limits
+from settings.budgets import NO_BUDGETS, Budgets
 
 RELOAD_INTERVAL = 1.0  # seconds between looks at the key file's modification time
 SETTLE_SECONDS = 0.5  # a changed key file must stay unchanged this long before it is read
@@ -43,6 +44,7 @@ class ApiKey:
     expires: datetime | None = None
     enabled: bool = True
     ollama_admin: bool = False  # may pull, push, create, copy and delete models on Ollama
+    budgets: Budgets = NO_BUDGETS  # per UTC day and month (docs/access.md "Budgets")
 
     @property
     def tenant(self) -> str:
@@ -86,14 +88,16 @@ class KeyStore:
         named: tuple[KeySettings, ...] = (),
         *,
         defaults: Limits = NO_LIMITS,
+        budgets: Budgets = NO_BUDGETS,
         source: str | None = None,
         reader: Callable[[str], tuple[KeySettings, ...]] = settings.access.read_keys,
     ) -> None:
-        self._defaults = defaults
+        self._defaults, self._budgets = defaults, budgets
         # A key from RELAY_API_KEYS is named by a short digest prefix: enough to tell keys apart
         # in logs, useless for guessing the key.
         self._fixed = tuple(
-            (digest(s), ApiKey(name=f"env-{digest(s)[:8]}", limits=defaults)) for s in secrets
+            (digest(s), ApiKey(name=f"env-{digest(s)[:8]}", limits=defaults, budgets=budgets))
+            for s in secrets
         )
         self._entries = self._fixed + self._build(named)
         # Once closed, always closed: only a restart without keys opens the gateway.
@@ -115,6 +119,7 @@ class KeyStore:
                     expires=k.expires,
                     enabled=k.enabled,
                     ollama_admin=k.ollama_admin,
+                    budgets=k.budgets.over(self._budgets),
                 ),
             )
             for k in named
@@ -146,6 +151,11 @@ class KeyStore:
         if found.expires is not None and found.expires <= datetime.now(UTC):
             raise AuthenticationError("This API key has expired.")
         return found
+
+    def all(self) -> list[ApiKey]:
+        """Every key in force, revoked and expired ones too (for the admin pages)."""
+        self._maybe_reload()
+        return [key for _digest, key in self._entries]
 
     def is_relay_key(self, secret: str) -> bool:
         """Tell whether a secret is any key of this store, revoked and expired ones too."""

@@ -109,6 +109,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.budget_refused = Counter(
+            "relay_budget_refused",
+            "Requests refused because a budget of the key was spent, by key and budget.",
+            ["key", "budget"],
+            registry=registry,
+        )
         self.streams = Gauge(
             "relay_streams_in_flight",
             "Streams being sent right now.",

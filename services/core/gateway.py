@@ -20,6 +20,7 @@ from services.state.lasting_files import build_lasting_files
 from services.state.redis_client import RedisLink, connect
 from services.state.reply_cache import CacheLimits, ReplyCache, build_cache
 from services.state.response_store import ResponseStore
+from services.usage.budgets import BudgetBook
 from services.usage.ledger import Ledger, build_ledger
 
 
@@ -36,6 +37,7 @@ class Gateway:
     gates: Gates = field(default_factory=lambda: Gates({}))
     files: LastingFiles | None = None  # GET /files serves what the backends kept
     usage: Ledger | None = None  # the usage ledger; None when RELAY_USAGE is off
+    budgets: BudgetBook | None = None  # per-key budgets, read from the ledger; None with it off
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -48,6 +50,7 @@ def build_gateway(settings: Settings) -> Gateway:
     wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     files = build_lasting_files(settings)  # one store, shared by the backends and GET /files
     router = Router(build_backends(settings, BackendTools(images, stores, files)))
+    usage = build_ledger(settings.usage, metrics.usage_dropped, metrics.usage_written)
     return Gateway(
         settings=settings,
         router=router,
@@ -55,6 +58,7 @@ def build_gateway(settings: Settings) -> Gateway:
             settings.api_keys,
             settings.access.keys,
             defaults=settings.access.limits,
+            budgets=settings.access.budgets.defaults,
             source=settings.config_file,
         ),
         responses=_responses(settings, stores),
@@ -64,8 +68,18 @@ def build_gateway(settings: Settings) -> Gateway:
         gates=_gates(settings, metrics),
         status=BackendStatus(router, settings.status_cache_seconds),
         files=files,
-        usage=build_ledger(settings.usage, metrics.usage_dropped, metrics.usage_written),
+        usage=usage,
+        budgets=_budgets(settings, usage, metrics),
     )
+
+
+def _budgets(settings: Settings, usage: Ledger | None, metrics: Metrics) -> BudgetBook | None:
+    """The worker's budget book, told by the ledger what it queues and writes."""
+    if usage is None:  # config.py refuses budgets without the ledger, their truth
+        return None
+    book = BudgetBook(usage.store.engine, settings.access.budgets, metrics.budget_refused)
+    usage.watcher = book
+    return book
 
 
 def _responses(settings: Settings, stores: StoreFactory) -> ResponseStore:

@@ -1,7 +1,8 @@
 """The core pipeline every face calls, knowing nothing of HTTP or of any wire format.
 
-authorise the model for the key → resolve the route once (`open_call`) → cache policy →
-backpressure slot → backend call → one collector for whole results → a typed outcome.
+authorise the model for the key → resolve the route once and check the key's budgets
+(`open_call`) → cache policy → backpressure slot → backend call → one collector for whole
+results → a typed outcome.
 A face builds one `Call` and gets back an `Outcome` (a whole result) or a `Streamed` (a primed
 stream of deltas); both name the backend, the cache status and the response headers.
 """
@@ -79,10 +80,21 @@ def cacheable(backend: Backend, ctx: CallContext, policy: CachePolicy) -> CacheP
 
 
 def open_call(gw: Gateway, model: str, key: ApiKey, ctx: CallContext, policy: CachePolicy) -> Call:
-    """Authorise the model for the key and resolve its route: a request's only resolution."""
+    """Authorise the model for the key, resolve its route (a request's only resolution) and
+    check the key's budgets: every face passes here before any backend call, so a spent budget
+    refuses them all alike (docs/access.md "Budgets")."""
     authorize_model(key, model)
     backend = gw.router.resolve(model, ctx)
+    check_budgets(gw, key, ctx.request_id)
     return Call(key, ctx, cacheable(backend, ctx, policy), backend)
+
+
+def check_budgets(gw: Gateway, key: ApiKey, request_id: str) -> None:
+    """Refuse the request (429 insufficient_quota) when a budget of the key is spent; else it
+    counts against them until its usage record is written. `open_call` and the pass-through
+    (the one backend call that has no `Call`) check here."""
+    if gw.budgets is not None:
+        gw.budgets.admit(key.name, key.budgets, request_id)
 
 
 def run(

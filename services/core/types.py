@@ -89,6 +89,7 @@ class CallContext:
     upstream_key: str | None = field(default=None, repr=False)  # a caller's own backend key
     conversation_id: str | None = None  # an explicit Dify conversation to continue
     public_url: str = ""  # the URL the caller reached Relay at, for links to kept files
+    request_id: str = ""  # the request's X-Request-ID (a budget's hold is released by it)
 
 
 @dataclass(frozen=True, slots=True)

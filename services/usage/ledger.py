@@ -37,6 +37,14 @@ class Counters(Protocol):
     def labels(self, *values: str) -> Count: ...
 
 
+class Watcher(Protocol):
+    """Told what becomes of records (the budgets count what is not written yet)."""
+
+    def queued(self, record: UsageRecord) -> None: ...
+    def written(self, records: list[UsageRecord]) -> None: ...
+    def dropped(self, records: list[UsageRecord]) -> None: ...
+
+
 class Ledger:
     """Takes records without waiting; writes them in the background."""
 
@@ -64,14 +72,19 @@ class Ledger:
         self._next_prune = 0.0
         self._held: list[UsageRecord] = []  # a batch the database could not take, tried again
         self._down_since: float | None = None  # the database has been unreachable since then
+        self.watcher: Watcher | None = None  # the budgets (services/usage/budgets.py)
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record; when the queue is full, drop it (counted), never wait."""
         if self._thread is None:
             self._start()
+        if self.watcher is not None:
+            self.watcher.queued(record)
         try:
             self._queue.put_nowait(record)
         except queue.Full:
+            if self.watcher is not None:
+                self.watcher.dropped([record])
             self._dropped.labels("queue_full").inc()
             if not self._dropping:
                 self._dropping = True
@@ -123,6 +136,8 @@ class Ledger:
                         break
                     # The database refused these records: they are lost, and counted.
                     self._held = []
+                    if self.watcher is not None:
+                        self.watcher.dropped(batch)
                     self._dropped.labels("write_failed").inc(len(batch))
                     logger.error(
                         "usage ledger could not write {} records: {}", len(batch), self._why(e)
@@ -130,6 +145,8 @@ class Ledger:
                     break
                 self._held = []
                 self._came_back()
+                if self.watcher is not None:
+                    self.watcher.written(batch)
                 written += len(batch)
                 self._written.inc(len(batch))
                 self._dropping = False
@@ -191,13 +208,15 @@ class Ledger:
         count = self.flush()
         if count:
             logger.info("usage ledger wrote {} queued records at exit", count)
-        lost = len(self._held) + self._queue.qsize()
+        lost, self._held = self._held + self._take(self._queue.maxsize), []
         if lost:  # the database is still away: what waited for it is lost, and counted
-            self._dropped.labels("write_failed").inc(lost)
+            if self.watcher is not None:
+                self.watcher.dropped(lost)
+            self._dropped.labels("write_failed").inc(len(lost))
             logger.error(
                 "usage ledger could not write {} queued records at exit: its database is"
                 " unreachable",
-                lost,
+                len(lost),
             )
 
 

@@ -38,6 +38,7 @@ def ledger_env(db: Path | str, ollama_url: str, **extra: str) -> dict[str, str]:
         # Loopback is not an allowed address here: only the admin token opens /admin/usage.
         "RELAY_METRICS_ALLOW": "192.0.2.1/32",
         "RELAY_CACHE_TTL": "300",
+        "RELAY_CACHE_MODE": "all",  # the chats here sample: cached only in this mode
         **extra,
     }
 
