@@ -47,6 +47,7 @@ ENDPOINTS = (
     ("GET", "/v1/usage/records", "The key's own usage records"),
     ("GET", "/admin/usage", "Every key's usage (allowed addresses or the admin token)"),
     ("GET", "/admin/usage/records", "Usage records (allowed addresses or the admin token)"),
+    ("GET", "/admin/budgets", "Every key's budgets and use (allowed addresses or the admin token)"),
     ("GET", "/admin", "The operator dashboard (its data: allowed addresses or the admin token)"),
     ("GET", "/admin/dashboard.json", "The dashboard's data (allowed addresses or the admin token)"),
     ("GET", "/admin/static/{filename}", "The dashboard's script, styles and chart library"),
