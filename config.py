@@ -25,6 +25,7 @@ from settings.backends import (
     file_settings,
 )
 from settings.environment import read_environment
+from settings.routes import AliasSettings, RouteSettings, TargetSettings, route_settings
 from settings.usage import UsageSettings, usage_settings
 from settings.values import (
     LOG_LEVELS,
@@ -43,7 +44,16 @@ from settings.values import (
     read_toml,
 )
 
-__all__ = ["LOG_LEVELS", "BackendSettings", "ConfigError", "DifyAppSettings", "FileSettings"]
+__all__ = [
+    "LOG_LEVELS",
+    "AliasSettings",
+    "BackendSettings",
+    "ConfigError",
+    "DifyAppSettings",
+    "FileSettings",
+    "RouteSettings",
+    "TargetSettings",
+]
 VERSION = "0.1.0"
 MIB = 1024 * 1024
 
@@ -90,6 +100,8 @@ class Settings:
     access: AccessSettings = field(default_factory=AccessSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)  # the usage ledger (issue 15)
+    # Aliases, groups, the retry budget and the circuit breaker (settings/routes.py).
+    routes: RouteSettings = field(default_factory=RouteSettings)
 
     @property
     def open_access(self) -> bool:
@@ -261,6 +273,20 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "admit budgeted keys when the ledger cannot be read (false: answer 503)",
         "RELAY_LIMITS_FAIL_OPEN",
     ),
+    # Routing: aliases and groups live in RELAY_CONFIG [models."NAME"] (docs/routing.md)
+    "RELAY_ROUTE_MAX_ATTEMPTS": ("targets one request may try in a model group (1-16)", "3"),
+    "RELAY_ROUTE_DEADLINE_SECONDS": (
+        "seconds after which a request tries no further target of its group",
+        "60",
+    ),
+    "RELAY_ROUTE_BREAKER_FAILURES": (
+        "consecutive failures that open a group target's circuit (it is skipped)",
+        "3",
+    ),
+    "RELAY_ROUTE_BREAKER_SECONDS": (
+        "seconds an open circuit skips its target before one probe (doubles, up to 10x)",
+        "30",
+    ),
 }
 
 
@@ -284,6 +310,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         return var, default
 
     host = as_str(*pick("HOST", server, "host", "127.0.0.1"))
+    backends = backend_settings(env, doc)
     settings = Settings(
         host=host,
         port=as_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
@@ -314,7 +341,7 @@ def _build(env: Mapping[str, str]) -> Settings:
             hi=100_000,
         ),
         cors_origins=as_origins(*pick("RELAY_CORS_ORIGINS", server, "cors_origins", "")),
-        backends=backend_settings(env, doc),
+        backends=backends,
         fetch_image_urls=as_bool(*pick("RELAY_FETCH_IMAGE_URLS", images, "fetch_urls", False)),
         image_max_bytes=as_int(
             *pick("RELAY_IMAGE_MAX_BYTES", images, "max_bytes", 10 * 1024 * 1024), lo=1
@@ -369,10 +396,15 @@ def _build(env: Mapping[str, str]) -> Settings:
         config_file=file_path,
         public_url=as_optional_url("RELAY_PUBLIC_URL", env.get("RELAY_PUBLIC_URL")),
         files=file_settings(env),
-        extra={k: v for k, v in doc.items() if k not in ("server", "images", "backends")},
+        extra={
+            k: v
+            for k, v in doc.items()
+            if k not in ("server", "images", "backends", "models", "routing")
+        },
         access=access_settings(env, doc),
         redis=redis_settings(env, doc),
         usage=usage_settings(env, doc),
+        routes=route_settings(env, doc, backends),
     )
     access = settings.access
     if not settings.usage.enabled and (

@@ -31,6 +31,8 @@ def _start() -> None:
 def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id") or new_id("req_")
     fields = access()
+    if fields.route:  # the target that answered (docs/routing.md)
+        response.headers["X-Relay-Route"] = fields.route
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),
@@ -70,6 +72,7 @@ def _write(
     failure = cut(stats.error) if stats and stats.error else None
     error = f" error={failure!r}" if failure else ""
     cache = f" cache={fields.cache}" if fields.cache else ""
+    route = f" route={cut(one_field(fields.route))}" if fields.route else ""
     structured = {
         "request_id": line["request_id"],
         "client": line["client"],
@@ -86,9 +89,10 @@ def _write(
         "tokens_estimated": bool(usage and usage.estimated),
         "error": failure,
         "cache": fields.cache,
+        "route": fields.route,
     }
     logger.bind(access=structured).info(
-        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}{}",
+        "{} client={} key={} {} {} model={} backend={} status={} ms={:.1f} tokens={} stream={}{}",
         line["request_id"],
         one_field(line["client"]),
         line["key"],
@@ -100,8 +104,7 @@ def _write(
         seconds * 1000,
         tokens,
         "yes" if fields.stream else "no",
-        cache,
-        error,
+        cache + route + error,
     )
     first_token = stats.first_token - line["started"] if stats and stats.first_token else None
     record_request(metrics, line, fields, seconds, usage, first_token)

@@ -26,10 +26,20 @@ class AccessRecord:
     error_type: str | None = None  # the error the request was answered with (its envelope's)
     error_code: str | None = None
     abandoned: bool = False  # a stream its client left before the end
+    # The target that answered, `backend/upstream model` (X-Relay-Route); None: none did, or
+    # the reply came from the cache (docs/routing.md).
+    route: str | None = None
 
-    def took(self, backend: str, cache: str | None = None, usage: Usage | None = None) -> None:
-        """Record the core's outcome: which backend answered, from the cache or not, its usage."""
-        self.backend, self.cache, self.usage = backend, cache, usage
+    def took(
+        self,
+        backend: str,
+        cache: str | None = None,
+        usage: Usage | None = None,
+        route: str | None = None,
+    ) -> None:
+        """Record the core's outcome: which backend (and target) answered, from the cache or
+        not, its usage."""
+        self.backend, self.cache, self.usage, self.route = backend, cache, usage, route
 
     def spent(self) -> Usage | None:
         """The tokens the request used: a stream's as it went, else the whole reply's."""

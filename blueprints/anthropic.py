@@ -72,7 +72,7 @@ def create_message() -> Response:
         interval = gw.settings.keepalive_seconds
         return identified(stream_reply(record, call, opened, frames, interval, keepalive=PING))
     out = chat.complete(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     response = jsonify(render_message(out.result, req.model))
     response.headers.update(out.headers)
     return identified(response)

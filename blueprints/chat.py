@@ -35,7 +35,7 @@ def create_chat_completion() -> Response:
 
         return stream_reply(record, call, opened, frames, gw.settings.keepalive_seconds)
     out = chat.complete(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     response = jsonify(render_chat_completion(out.result, req.model))
     response.headers.update(out.headers)
     return response

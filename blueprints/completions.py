@@ -39,7 +39,7 @@ def create_completion() -> Response:
 
         return stream_reply(record, call, opened, frames, gw.settings.keepalive_seconds)
     out = completions.complete(gw, call, req)
-    record.took(out.backend, out.cache, total_usage(out.result))
+    record.took(out.backend, out.cache, total_usage(out.result), route=out.route)
     response = jsonify(render_completion(out.result, req))
     response.headers.update(out.headers)
     return response

@@ -25,6 +25,7 @@ EXPOSE_HEADERS = ", ".join(
     (
         "X-Request-ID",
         "X-Dify-Conversation-Id",
+        "X-Relay-Route",  # the target that answered (docs/routing.md)
         "Retry-After",
         "x-ratelimit-limit-requests",
         "x-ratelimit-remaining-requests",

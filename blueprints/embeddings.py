@@ -20,5 +20,5 @@ def create_embedding() -> dict[str, object]:
     record.model = req.model
     call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     out = embeddings.embed(gw, call, req)
-    record.took(out.backend, out.cache, Usage(out.result.prompt_tokens, 0))
+    record.took(out.backend, out.cache, Usage(out.result.prompt_tokens, 0), route=out.route)
     return render_embedding_list(out.result, req.model, encoding)

@@ -36,4 +36,11 @@ def ready() -> tuple[dict[str, object], int]:
                 hosts if admin else [{"state": h["state"]} for h in hosts]
             )
     ok = all(b["status"] == "ok" for b in report.values())
-    return {"status": "ok" if ok else "unavailable", "backends": report}, 200 if ok else 503
+    body: dict[str, object] = {"status": "ok" if ok else "unavailable", "backends": report}
+    targets = gw.router.configured_targets()
+    if targets:
+        # Each routing target's circuit, this worker's view (docs/routing.md "Health"); which
+        # model on which backend only with the token.
+        routes = gw.router.health.report_all(targets)
+        body["routes"] = routes if admin else [{"state": r["state"]} for r in routes]
+    return body, 200 if ok else 503

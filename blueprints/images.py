@@ -20,5 +20,5 @@ def create_image() -> Response:
     policy = g.cache_policy  # images are never cached: the policy only completes the call
     call = pipeline.open_call(gateway(), req.model, g.api_key, call_context(), policy)
     out = image_generation.generate(call, req)
-    record.backend = out.backend
+    record.backend, record.route = out.backend, out.route
     return jsonify(render_images(out.result))

@@ -18,7 +18,7 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def list_models() -> dict[str, object]:
-    models = visible_models(g.api_key, gateway().router.list_models())
+    models = visible_models(g.api_key, gateway().router.list_models(g.api_key.name))
     if "anthropic-version" in request.headers:
         return render_model_page(models)
     return render_model_list(models)
@@ -37,7 +37,7 @@ class ModelIdConverter(PathConverter):
 @bp.get("/models/<model_id:model_id>", merge_slashes=False)
 def retrieve_model(model_id: str) -> dict[str, object]:
     authorize_model(g.api_key, model_id)
-    info = gateway().router.find_model(model_id)
+    info = gateway().router.find_model(model_id, g.api_key.name)
     if "anthropic-version" in request.headers:
         return render_model_info(info)
     return render_model(info)

@@ -77,7 +77,7 @@ def ollama_chat() -> Response:
     if req.stream:
         return _streamed(call, req.model, lambda: chat.stream(gw, call, req), render_chat_stream)
     out = chat.complete(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     response = jsonify(render_chat(out.result, req.model, _started()))
     response.headers.update(out.headers)
     return response
@@ -97,7 +97,7 @@ def ollama_generate() -> Response:
             render_generate_stream,
         )
     out = ollama_native.generate(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     response = jsonify(render_generate(out.result, model, _started()))
     response.headers.update(out.headers)
     return response
@@ -109,7 +109,7 @@ def ollama_embed() -> dict[str, Any]:
     record.model = req.model
     call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     out = ollama_native.embed(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     return render_embed(out.result, req.model, _started())
 
 
@@ -119,7 +119,7 @@ def ollama_embeddings() -> dict[str, Any]:
     record.model = req.model
     call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     out = ollama_native.embed(gw, call, req)
-    record.took(out.backend, out.cache, out.usage)
+    record.took(out.backend, out.cache, out.usage, route=out.route)
     return render_embeddings(out.result)
 
 

@@ -38,7 +38,7 @@ def create_response() -> Response:
             gw.settings.keepalive_seconds,
         )
     out = responses.create(gw, call, rreq)
-    record.took(out.backend, None, out.usage)
+    record.took(out.backend, None, out.usage, route=out.route)
     response = jsonify(out.result)
     response.headers.update(out.headers)
     return response

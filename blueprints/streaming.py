@@ -57,12 +57,18 @@ def stream_reply(
     (the call's: the route was resolved once, before) is known (docs/design.md §4.4).
     """
     stats = record.stats = StreamStats()
+
+    def late(outcome: Streamed[bytes]) -> None:
+        # Started after the headers went out: the record still names what answered.
+        record.backend, record.route = outcome.backend, outcome.route
+
     started, frames = start_stream(
-        lambda: opened(stats), lambda e: failed(failing(e), stats), interval, keepalive
+        lambda: opened(stats), lambda e: failed(failing(e), stats), interval, keepalive, late
     )
-    record.took(
-        started.backend if started else call.backend.name, started.cache if started else None
-    )
+    if started is not None:
+        record.took(started.backend, started.cache, route=started.route)
+    else:
+        record.took(call.backend.name)
     response = sse_response(_Watched(frames, record), mimetype)
     if started is not None:
         response.headers.update(started.headers)
@@ -98,6 +104,7 @@ def start_stream(
     fail: Callable[[GatewayError], Iterator[bytes]],
     interval: float,
     keepalive: bytes | None = KEEPALIVE,
+    late: Callable[[Streamed[bytes]], None] = lambda outcome: None,
 ) -> tuple[Streamed[bytes] | None, Iterator[bytes]]:
     """Start a stream; keep it alive with comments while it is silent.
 
@@ -113,7 +120,7 @@ def start_stream(
     if isinstance(first, BaseException):
         raise first
     head = first.outcome if isinstance(first, _Started) else None
-    return head, _Relay(pump, _relay(pump, first, fail, interval, keepalive))
+    return head, _Relay(pump, _relay(pump, first, fail, interval, keepalive, late))
 
 
 def failing(error: GatewayError) -> Iterator[Any]:
@@ -159,11 +166,14 @@ def _relay(
     fail: Callable[[GatewayError], Iterator[bytes]],
     interval: float,
     keepalive: bytes | None,
+    late: Callable[[Streamed[bytes]], None],
 ) -> Iterator[bytes]:
     try:
         item = first
         while item is not _END:
-            if item is _SILENT:
+            if isinstance(item, _Started) and item is not first:
+                late(item.outcome)  # the stream started after the headers went out
+            elif item is _SILENT:
                 if keepalive:
                     yield keepalive
             elif isinstance(item, GatewayError):  # the stream failed to start, headers are out

@@ -3,6 +3,8 @@ in-process app, with the router itself left to do its work."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from services.core.router import Router
@@ -76,3 +78,48 @@ def test_a_queued_stream_resolves_once_and_names_its_backend(relay, ollama, reso
     assert resolved == ["llama3.2"]
     line = next(x for x in built.logs().splitlines() if "POST /v1/chat/completions" in x)
     assert "backend=ollama" in line and "stream=yes" in line
+
+
+GROUP = """
+[backends.busy]
+type = "ollama"
+url = "{url}"
+models = []
+
+[backends.up]
+type = "ollama"
+url = "{url}"
+models = ["*"]
+
+[models."grp"]
+targets = [{{model = "qwen3:8b", backend = "busy"}}, {{model = "llama3.2", backend = "up"}}]
+"""
+
+
+@pytest.mark.parametrize(("path", "body"), REQUESTS)
+def test_a_group_is_one_resolution_whichever_target_answers(
+    app_client, fake_ollama, ollama, resolved, tmp_path, path, body
+):
+    # The first target answers 503 busy, so every request falls back to the second: the
+    # ordered list of targets came from the one resolution.
+    ollama.script("qwen3:8b", status=503, error="server busy, please try again.")
+    config = tmp_path / "relay.toml"
+    config.write_text(GROUP.format(url=fake_ollama.url))
+    env = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": API_KEY, "RELAY_CACHE_TTL": "0"}
+    built = app_client(env, keepalive_seconds=0.0)
+    try:
+        resolved.clear()
+        reply = built.client.post(path, json={**body, "model": "grp"}, headers=AUTH)
+        assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
+        reply.get_data()
+        reply.close()
+        assert resolved == ["grp"]
+        asked = [r.body["model"] for r in ollama.requests if isinstance(r.body, dict)]
+        assert "qwen3:8b" in asked and asked[-1] == "llama3.2"
+    finally:
+        for backend in built.app.extensions["relay"].router.backends:
+            backend.session.close()
+        # Drop this app now, with the connections it pooled, rather than at a later test's
+        # garbage collection.
+        del built
+        gc.collect()

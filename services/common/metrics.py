@@ -115,6 +115,33 @@ class Metrics:
             ["key", "budget"],
             registry=registry,
         )
+        # Routing (docs/routing.md): targets are named by the operator's routing table only.
+        self.route_fallbacks = Counter(
+            "relay_route_fallbacks",
+            "Requests moved on to the next target of a model group, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.route_circuit_opened = Counter(
+            "relay_route_circuit_opened",
+            "Times a group target's circuit opened (it is skipped for a back-off).",
+            ["target"],
+            registry=registry,
+        )
+        self.route_target_open = Gauge(
+            "relay_route_target_open",
+            "1 while a routing target's circuit is open or half-open in some worker, else 0.",
+            ["target"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.route_target_in_flight = Gauge(
+            "relay_route_target_in_flight",
+            "Requests in flight to a routing target.",
+            ["target"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.streams = Gauge(
             "relay_streams_in_flight",
             "Streams being sent right now.",

@@ -14,6 +14,7 @@ from services.common.metrics import Metrics
 from services.core.backend_status import BackendStatus
 from services.core.backpressure import Gate, Gates
 from services.core.router import Router
+from services.core.routes import CLOSED, Health
 from services.state.file_store import LastingFiles
 from services.state.kv_store import Budget, StoreFactory
 from services.state.lasting_files import build_lasting_files
@@ -49,7 +50,14 @@ def build_gateway(settings: Settings) -> Gateway:
     # A request waits for an identical one in flight at most as long as a backend may take.
     wait = max((b.connect_timeout + b.read_timeout for b in settings.backends), default=60.0)
     files = build_lasting_files(settings)  # one store, shared by the backends and GET /files
-    router = Router(build_backends(settings, BackendTools(images, stores, files)))
+    router = Router(
+        build_backends(settings, BackendTools(images, stores, files)),
+        settings.routes,
+        _health(settings, metrics),
+    )
+    for target in router.configured_targets():  # listed in /metrics before their first use
+        metrics.route_target_open.labels(target.name).set(0)
+        metrics.route_target_in_flight.labels(target.name).set(0)
     usage = build_ledger(settings.usage, metrics.usage_dropped, metrics.usage_written)
     return Gateway(
         settings=settings,
@@ -80,6 +88,17 @@ def _budgets(settings: Settings, usage: Ledger | None, metrics: Metrics) -> Budg
     book = BudgetBook(usage.store.engine, settings.access.budgets, metrics.budget_refused)
     usage.watcher = book
     return book
+
+
+def _health(settings: Settings, metrics: Metrics) -> Health:
+    """Routing targets' circuits and requests in flight, reporting to the metrics."""
+
+    def report(target: str, state: str, in_flight: int) -> None:
+        metrics.route_target_open.labels(target).set(0 if state == CLOSED else 1)
+        metrics.route_target_in_flight.labels(target).set(in_flight)
+
+    routes = settings.routes
+    return Health(routes.breaker_failures, routes.breaker_seconds, report)
 
 
 def _responses(settings: Settings, stores: StoreFactory) -> ResponseStore:

@@ -174,6 +174,7 @@ class ModelInfo:
     id: str
     created: int
     owned_by: str
+    alias_of: tuple[str, ...] = ()  # an alias: the targets (`backend/model`) it routes to
 
 
 def new_id(prefix: str) -> str:

@@ -184,7 +184,10 @@ def _tool_delta(call: ToolCall, seen: set[int]) -> dict[str, Any]:
 
 
 def render_model(info: ModelInfo) -> dict[str, Any]:
-    return {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
+    model = {"id": info.id, "object": "model", "created": info.created, "owned_by": info.owned_by}
+    if info.alias_of:  # an extension field: what the alias routes to (docs/routing.md)
+        model["relay"] = {"alias_of": list(info.alias_of)}
+    return model
 
 
 def render_model_list(models: list[ModelInfo]) -> dict[str, Any]:

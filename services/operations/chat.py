@@ -13,14 +13,15 @@ from services.operations.chat_cache import CHAT_CODEC, by_sampling, chat_cache_k
 
 
 def complete(gw: Gateway, call: Call, req: ChatRequest) -> Outcome[ChatResult]:
-    """Run a whole chat turn on the call's backend, or answer it from the cache."""
+    """Run a whole chat turn on the call's route, or answer it from the cache. Each target
+    gets the request under its own upstream model name."""
     call = by_sampling(gw, call, deterministic(req))
     out = pipeline.run(
         gw,
         call,
-        lambda backend: chat_cache_key(backend, req, call.policy),
+        lambda t: chat_cache_key(t.backend, t.fit(req), call.policy),
         CHAT_CODEC,
-        lambda backend: complete_usage(backend.chat(req, call.ctx), chat_prompt_tokens(req)),
+        lambda t: complete_usage(t.backend.chat(t.fit(req), call.ctx), chat_prompt_tokens(req)),
     )
     return dataclasses.replace(out, headers=out.result.headers, usage=out.result.usage)
 
@@ -31,7 +32,7 @@ def stream(gw: Gateway, call: Call, req: ChatRequest) -> Streamed[ChatDelta]:
     return pipeline.cached_stream(
         gw,
         call,
-        lambda: chat_cache_key(call.backend, req, call.policy),
+        lambda t: chat_cache_key(t.backend, t.fit(req), call.policy),
         CHAT_CODEC,
-        lambda backend: fill_usage(backend.stream_chat(req, call.ctx), chat_prompt_tokens(req)),
+        lambda t: fill_usage(t.backend.stream_chat(t.fit(req), call.ctx), chat_prompt_tokens(req)),
     )

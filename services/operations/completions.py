@@ -15,6 +15,7 @@ from services.common.unicode_text import escape_surrogates
 from services.core import pipeline
 from services.core.gateway import Gateway
 from services.core.pipeline import Call, Outcome, Streamed
+from services.core.routes import Target
 from services.core.types import CallContext, ChatDelta, ChatResult, TextRequest
 from services.core.usage_estimate import complete_usage, fill_usage, text_tokens
 from services.faces.completions import CompletionRequest
@@ -38,11 +39,12 @@ def _decode(raw: bytes) -> list[ChatResult]:
 COMPLETIONS_CODEC = Codec(_encode, _decode, lambda rs: all(r.finish_reason != "length" for r in rs))
 
 
-def _payload(req: CompletionRequest) -> dict[str, object]:
+def _payload(req: CompletionRequest, target: Target) -> dict[str, object]:
     skip = {"user"}
     return {
         "prompts": [
-            {k: v for k, v in dataclasses.asdict(p).items() if k not in skip} for p in req.prompts
+            {k: v for k, v in dataclasses.asdict(target.fit(p)).items() if k not in skip}
+            for p in req.prompts
         ]
     }
 
@@ -64,10 +66,11 @@ def complete(gw: Gateway, call: Call, req: CompletionRequest) -> Outcome[list[Ch
     out = pipeline.run(
         gw,
         call,
-        lambda backend: cache_key("completions", call.policy.tenant, backend.name, _payload(req)),
+        lambda t: cache_key("completions", call.policy.tenant, t.backend.name, _payload(req, t)),
         COMPLETIONS_CODEC,
-        lambda backend: [
-            complete_usage(backend.complete_text(p, call.ctx), _prompt(p)) for p in req.prompts
+        lambda t: [
+            complete_usage(t.backend.complete_text(t.fit(p), call.ctx), _prompt(p))
+            for p in req.prompts
         ],
     )
     headers = {k: v for r in out.result for k, v in r.headers.items()}
@@ -76,23 +79,24 @@ def complete(gw: Gateway, call: Call, req: CompletionRequest) -> Outcome[list[Ch
 
 def stream(gw: Gateway, call: Call, req: CompletionRequest) -> Streamed[tuple[int, ChatDelta]]:
     """Start streaming the prompts; the first delta is pulled now so errors come before headers."""
-    first, deltas = pipeline.stream(gw, call, lambda backend: _run(backend, req, call.ctx))
+    target, first, deltas = pipeline.stream(gw, call, lambda t: _run(t, req, call.ctx))
     headers = first[1].headers if first is not None and first[1].headers else {}
-    return Streamed(call.backend.name, deltas, None, headers)
+    return Streamed(target.backend.name, deltas, None, headers, target.name)
 
 
 def _run(
-    backend: Backend, req: CompletionRequest, ctx: CallContext
+    target: Target, req: CompletionRequest, ctx: CallContext
 ) -> Generator[tuple[int, ChatDelta], None, None]:
     # Several prompts one after the other; a plain generator with finally, so close() reaches
     # the upstream at once when the client goes away (docs/design.md §4.2).
-    current = _stream_text(backend, req.prompts[0], ctx)
+    backend = target.backend
+    current = _stream_text(backend, target.fit(req.prompts[0]), ctx)
     try:
         for delta in current:
             yield 0, delta
         for index in range(1, len(req.prompts)):
             current.close()
-            current = _stream_text(backend, req.prompts[index], ctx)
+            current = _stream_text(backend, target.fit(req.prompts[index]), ctx)
             for delta in current:
                 yield index, delta
     finally:

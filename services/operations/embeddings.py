@@ -33,7 +33,7 @@ def embed(gw: Gateway, call: Call, req: EmbeddingRequest) -> Outcome[EmbeddingRe
     return pipeline.run(
         gw,
         call,
-        lambda backend: cache_key("embeddings", call.policy.tenant, backend.name, _payload(req)),
+        lambda t: cache_key("embeddings", call.policy.tenant, t.backend.name, _payload(t.fit(req))),
         EMBEDDING_CODEC,
-        lambda backend: backend.embed(req, call.ctx),
+        lambda t: t.backend.embed(t.fit(req), call.ctx),
     )

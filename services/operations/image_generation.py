@@ -11,8 +11,10 @@ from services.core.types import GeneratedImage, ImageRequest
 
 
 def generate(call: Call, req: ImageRequest) -> Outcome[list[GeneratedImage]]:
-    """Make the images on the call's backend; at least one must come back."""
-    images = call.backend.generate_images(req, call.ctx)
+    """Make the images on the route's first target; at least one must come back. Images take
+    no fallback: a generation may have been paid for even when it fails late."""
+    target = call.route.primary
+    images = target.backend.generate_images(target.fit(req), call.ctx)
     if not images:
-        raise UpstreamError(f"{call.backend.title} returned no image.")
-    return Outcome(call.backend.name, images)
+        raise UpstreamError(f"{target.backend.title} returned no image.")
+    return Outcome(target.backend.name, images, route=target.name)

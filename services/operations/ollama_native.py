@@ -27,7 +27,14 @@ from services.core.errors import (
 )
 from services.core.gateway import Gateway
 from services.core.pipeline import Call, Outcome, Streamed
-from services.core.types import ChatDelta, ChatResult, EmbeddingRequest, EmbeddingResult, Usage
+from services.core.types import (
+    ChatDelta,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ModelInfo,
+    Usage,
+)
 from services.faces.completions import CompletionRequest
 from services.faces.ollama_reply import render_show, render_tag
 from services.faces.ollama_request import GenerateCall
@@ -65,14 +72,14 @@ def generate(gw: Gateway, call: Call, req: GenerateCall) -> Outcome[ChatResult]:
         return chat.complete(gw, call, req.chat)
     out = completions.complete(gw, call, _completion(req))
     result = out.result[0]
-    return Outcome(out.backend, result, out.cache, out.headers, result.usage)
+    return Outcome(out.backend, result, out.cache, out.headers, result.usage, out.route)
 
 
 def stream_generate(gw: Gateway, call: Call, req: GenerateCall) -> Streamed[ChatDelta]:
     if not as_text(call, req):
         return chat.stream(gw, call, req.chat)
     out = completions.stream(gw, call, _completion(req))
-    return Streamed(out.backend, _unindexed(out.deltas), out.cache, out.headers)
+    return Streamed(out.backend, _unindexed(out.deltas), out.cache, out.headers, out.route)
 
 
 def _completion(req: GenerateCall) -> CompletionRequest:
@@ -99,7 +106,8 @@ def embed(gw: Gateway, call: Call, req: EmbeddingRequest) -> Outcome[EmbeddingRe
     if not req.inputs and not is_ollama(call.backend):
         return Outcome(call.backend.name, EmbeddingResult(()), None, {}, Usage())
     out = embeddings.embed(gw, call, req)
-    return Outcome(out.backend, out.result, out.cache, out.headers, Usage(out.result.prompt_tokens))
+    usage = Usage(out.result.prompt_tokens)
+    return Outcome(out.backend, out.result, out.cache, out.headers, usage, out.route)
 
 
 # --- model information --------------------------------------------------------------------
@@ -138,6 +146,12 @@ def tags(gw: Gateway, key: ApiKey) -> dict[str, Any]:
                 models.append(entry)
     if errors and len(errors) == len(gw.router.backends):
         raise errors[0]
+    # Aliases the key may call, listed like models of other backends (docs/routing.md).
+    aliases = gw.router.aliases_for(key.name)
+    models = [m for m in models if m.get("name") not in aliases]
+    for name in aliases:
+        if key.allows(name):
+            models.append(render_tag(ModelInfo(name, 0, "relay")))
     return {"models": models}
 
 
@@ -160,17 +174,20 @@ def running(gw: Gateway, key: ApiKey) -> dict[str, Any]:
 def show(gw: Gateway, key: ApiKey, model: str, body: dict[str, Any]) -> Any:
     """/api/show from the Ollama backend that owns the model; a minimal answer elsewhere."""
     authorize_model(key, model)
-    backend = gw.router.resolve(model)
+    # An alias shows its first target (docs/routing.md); a real name its own backend's model.
+    targets = gw.router.alias(model, key.name)
+    backend = targets[0].backend if targets else gw.router.backend_for(model)
+    upstream = targets[0].model if targets else model
     if isinstance(backend, OllamaBackend):
         # The name Relay checked, under the field Ollama reads first: never another spelling.
         asked = {k: v for k, v in body.items() if k not in ("model", "name")}
-        return backend.native("POST", "/api/show", {**asked, "model": model})
+        return backend.native("POST", "/api/show", {**asked, "model": upstream})
     try:
         listed = {m.id: m for m in backend.list_models()}
     except GatewayError as e:
         logger.warning("showing {}: {}", model, e.message)
         listed = {}
-    return render_show(listed.get(model))
+    return render_show(listed.get(upstream))
 
 
 def version(gw: Gateway) -> dict[str, Any]:
@@ -278,14 +295,14 @@ def manage(
         authorize_model(key, name)
         if action in ("pull", "push"):
             check_registry(key, name)
-    backend = gw.router.resolve(names[0])
+    backend = gw.router.backend_for(names[0])  # real names only: aliases are not managed
     if not isinstance(backend, OllamaBackend):
         raise UnsupportedError(
             f"The model `{names[0]}` is served by {backend.title}, which is not Ollama: models "
             "are managed only on Ollama backends.",
             param="model",
         )
-    if action == "copy" and gw.router.resolve(names[1]) is not backend:
+    if action == "copy" and gw.router.backend_for(names[1]) is not backend:
         raise InvalidRequestError(
             f"`{names[1]}` would be served by another backend than `{names[0]}`.",
             param="destination",

@@ -67,7 +67,7 @@ def create(gw: Gateway, call: Call, rreq: ResponsesRequest) -> Outcome[dict[str,
         usage=result.usage,
     )
     _store(gw, rreq, ctx.key_name, history, response)
-    return Outcome(out.backend, response, None, out.headers, result.usage)
+    return Outcome(out.backend, response, None, out.headers, result.usage, out.route)
 
 
 def stream(gw: Gateway, call: Call, rreq: ResponsesRequest, stats: StreamStats) -> Streamed[bytes]:
