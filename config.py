@@ -243,8 +243,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     # The usage ledger (issue 15)
     "RELAY_USAGE": ("record every API request in the usage ledger; off writes nothing", "on"),
     "RELAY_DATABASE_URL": (
-        "the ledger's database (SQLite file; PostgreSQL later)",
+        "the ledger's database: an SQLite file, or postgresql://user:password@host/db",
         "sqlite:///data/relay.db",
+    ),
+    "RELAY_DATABASE_POOL_SIZE": (
+        "PostgreSQL connections each worker keeps for the ledger (SQLite: unused)",
+        "5",
     ),
     "RELAY_USAGE_RETENTION_DAYS": ("days raw usage records are kept; 0 keeps them forever", "90"),
     "RELAY_USAGE_DAILY_RETENTION_DAYS": (

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 import config
-from services.core.errors import InvalidRequestError
+from services.core.errors import GatewayError, InvalidRequestError
 from services.usage import query
-from services.usage.store import UsageStore
+from services.usage.store import UsageStore, mask
 
 
 @click.command("usage", help="Show the usage ledger: per key, model and day, or raw records.")
@@ -56,15 +56,23 @@ def usage(
         q = query.parse_query({k: v for k, v in params.items() if v is not None}, records=records)
     except InvalidRequestError as e:
         raise click.BadParameter(e.message, param_hint=f"--{e.param}") from None
-    store = UsageStore.open(settings.database_url)
-    store.migrate()
-    if records:
-        rows, columns = query.records(store.engine, q), query.RECORD_COLUMNS
-    else:
-        rows, more, _ = query.summary(store.engine, q)
-        columns = query.summary_columns(q.group_by)
-        if more:
-            click.echo(f"(only the first {q.limit} rows)", err=True)
+    try:
+        store = UsageStore.open(settings.database_url, settings.pool_size)
+        store.migrate()
+    except Exception as e:  # say why in one line, without the URL's password
+        cause = getattr(e, "orig", None) or e
+        why = mask(" ".join(str(cause).split()), settings.database_url)[:300]
+        raise click.ClickException(f"cannot open the usage database: {why}") from None
+    try:
+        if records:
+            rows, columns = query.records(store.engine, q), query.RECORD_COLUMNS
+        else:
+            rows, more, _ = query.summary(store.engine, q)
+            columns = query.summary_columns(q.group_by)
+            if more:
+                click.echo(f"(only the first {q.limit} rows)", err=True)
+    except GatewayError as e:
+        raise click.ClickException(e.message) from None
     if as_csv:
         click.echo(query.to_csv(rows, columns), nl=False)
     else:

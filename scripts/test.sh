@@ -10,6 +10,10 @@ ensure_command c++ g++
 ensure_venv requirements-dev.txt requirements-build-once.txt
 # The Redis tests start real redis-server processes.
 ensure_command redis-server redis-server
+# The usage ledger's PostgreSQL tests start a private cluster with Debian's server binaries
+# (under /usr/lib/postgresql/<version>/bin, not on PATH: hence the newest one's full path).
+pg_initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
+ensure_command "${pg_initdb:-initdb}" postgresql
 # The official openai Node SDK is the second client of the end-to-end tests.
 ensure_command node nodejs
 ensure_command npm npm

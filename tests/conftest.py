@@ -24,6 +24,7 @@ from loguru import logger
 from tests.fakes.dify import FakeDify
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-relay-test-key-0001"
@@ -305,6 +306,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster for the whole run (tests/postgres.py); each test takes a
+    fresh database of it with `postgres.new_database()`."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.close()
+
+
 def write_config(path: Path, text: str) -> str:
     """Write a RELAY_CONFIG file for a test gateway and return its path."""
     path.write_text(text)
@@ -316,7 +326,12 @@ def write_config(path: Path, text: str) -> str:
 # A test that uses one of these fixtures needs the system package behind it; it gets the marker
 # so a contributor without the package can deselect the group (`-m "not nginx and not redis"`).
 # Tests that call a program directly (chromium, node, systemd-analyze) carry their marker inline.
-FIXTURE_MARKERS = {"nginx": "nginx", "redis_server": "redis", "s3_server": "s3"}
+FIXTURE_MARKERS = {
+    "nginx": "nginx",
+    "redis_server": "redis",
+    "s3_server": "s3",
+    "postgres": "postgres",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
-from services.core.errors import InvalidRequestError
+from services.core.errors import InvalidRequestError, UpstreamUnavailableError
 from services.usage.record import COLUMNS
 from services.usage.schema import DAILY_SUMS, usage_daily, usage_records
 
@@ -173,8 +173,7 @@ def summary(engine: Engine, q: UsageQuery) -> tuple[list[dict[str, Any]], bool, 
     stmt = sa.select(*groups, *sums).where(*where).having(sa.func.sum(c.requests) > 0)
     if groups:
         stmt = stmt.group_by(*groups).order_by(*groups)
-    with engine.connect() as conn:
-        found = conn.execute(stmt.limit(q.limit + 1)).mappings().all()
+    found = _fetch(engine, stmt.limit(q.limit + 1))
     return [_summary_row(q.group_by, row) for row in found[: q.limit]], len(found) > q.limit, name
 
 
@@ -207,9 +206,22 @@ def records(engine: Engine, q: UsageQuery) -> list[dict[str, Any]]:
     if q.request_id is not None:
         stmt = stmt.where(r.request_id == q.request_id)
     stmt = stmt.order_by(r.id.desc()).limit(q.limit)
-    with engine.connect() as conn:
-        found = conn.execute(stmt).mappings().all()
+    found = _fetch(engine, stmt)
     return [_record_row(row) for row in found]
+
+
+def _fetch(engine: Engine, stmt: sa.Select[Any]) -> Sequence[RowMapping]:
+    """The statement's rows; a database that cannot be reached is a 503 that says so (never
+    the driver's message, which names hosts)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(stmt).mappings().all()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+        raise UpstreamUnavailableError(
+            "The usage ledger's database cannot be reached; try again shortly.",
+            code="usage_database_unavailable",
+            retry_after=5,
+        ) from None
 
 
 def _record_row(row: RowMapping) -> dict[str, Any]:

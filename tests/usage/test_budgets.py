@@ -29,6 +29,7 @@ import requests
 from tests.conftest import API_KEY, ROOT, wait_until, write_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.postgres import PostgresCluster
 from tests.usage.conftest import ADMIN, ADMIN_TOKEN
 
 SECRETS = {
@@ -91,12 +92,25 @@ def _sqlite(tmp: Path) -> Database:
     )
 
 
-DATABASES: dict[str, Callable[[Path], Database]] = {"sqlite": _sqlite}
+def _postgresql(cluster: PostgresCluster) -> Database:
+    url = cluster.new_database()
+    name = url.rsplit("/", 1)[1]
+
+    def rename(old: str, new: str) -> None:
+        cluster.query(name, f"ALTER TABLE {old} RENAME TO {new}")
+
+    return Database(
+        url,
+        lambda: rename("usage_daily", "usage_daily_away"),
+        lambda: rename("usage_daily_away", "usage_daily"),
+    )
 
 
-@pytest.fixture(params=sorted(DATABASES))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    return DATABASES[request.param](tmp_path)
+    if request.param == "postgresql":  # the session's private cluster, a new database of it
+        return _postgresql(request.getfixturevalue("postgres"))
+    return _sqlite(tmp_path)
 
 
 def env_for(db: Database, config: str, ollama_url: str, **extra: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ flushed on SIGTERM, a full queue dropping and counting, migrations applied once.
 from __future__ import annotations
 
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from services.usage.record import UsageRecord
 from services.usage.store import UsageStore
 from tests.conftest import API_KEY, wait_until
 from tests.fakes.ollama import FakeOllama
-from tests.usage.conftest import ADMIN, OTHER_KEY, chat, db_rows, ledger_env
+from tests.usage.conftest import (
+    ADMIN,
+    chat,
+    db_rows,
+    ledger_env,
+    mixed_traffic,
+    script_mixed,
+)
 
 
 def total(gw, **params: str) -> dict:
@@ -32,38 +38,19 @@ def sigterm(gw) -> None:
 def test_two_workers_write_one_file_and_lose_nothing(start_gateway, ollama: FakeOllama, tmp_path):
     db = tmp_path / "relay.db"
     gw = start_gateway(ledger_env(db, ollama.url, RELAY_WORKERS="2", RELAY_CACHE_TTL="0"))
-    ollama.script("llama3.2", content=["a", "b"], prompt_eval_count=11, eval_count=2)
-    ollama.script("nomic-embed-text")
-
-    def one(i: int) -> int:
-        key = API_KEY if i % 2 else OTHER_KEY
-        if i % 3 == 0:
-            r = requests.post(
-                gw.url + "/v1/embeddings",
-                json={"model": "nomic-embed-text", "input": "four words of input"},
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
-        else:
-            r = chat(gw, key=key, stream=i % 3 == 1)
-        assert r.status_code == 200, r.text
-        return r.status_code
-
-    count = 120
-    with ThreadPoolExecutor(24) as pool:
-        assert list(pool.map(one, range(count))) == [200] * count
-    wait_until(lambda: total(gw)["requests"] == count, timeout=15)
+    script_mixed(ollama)
+    expected = mixed_traffic([gw.url], 500)
+    wait_until(lambda: total(gw)["requests"] == expected["requests"], timeout=30)
     sums = total(gw)
-    embeds, chats = len(range(0, count, 3)), count - len(range(0, count, 3))
-    assert sums["prompt_tokens"] == chats * 11 + embeds * 4
-    assert sums["completion_tokens"] == chats * 2
-    assert sums["errors"] == 0
+    assert {name: sums[name] for name in expected} == expected
+    assert expected["errors"] == 200 and expected["prompt_tokens"] > 0
     # The roll-ups and the raw rows agree (date bounds read the roll-ups).
-    assert len(db_rows(db)) == count
-    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_daily")[0]["n"] == count
-    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_hourly")[0]["n"] == count
+    assert len(db_rows(db)) == 500
+    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_daily")[0]["n"] == 500
+    assert db_rows(db, "SELECT sum(requests) AS n FROM usage_hourly")[0]["n"] == 500
     assert [r["version"] for r in db_rows(db, "SELECT version FROM schema_version")] == [1, 2]
     assert "database is locked" not in gw.logs()
+    assert "usage ledger could not" not in gw.logs()
 
 
 def test_usage_off_writes_nothing(start_gateway, ollama: FakeOllama, tmp_path):
@@ -188,8 +175,9 @@ def old_record(request_id: str, ts: datetime) -> UsageRecord:
 
 def test_a_database_url_relay_cannot_use_stops_start_up_in_one_line(start_gateway, ollama):
     env = ledger_env(Path("unused.db"), ollama.url)
-    env["RELAY_DATABASE_URL"] = "postgresql://relay:secret-password@db.example/relay"
+    env["RELAY_DATABASE_URL"] = "mysql://relay:secret-password@db.example/relay"
     gw = start_gateway(env, wait=False)
     assert gw.proc.wait(30) == 2
     assert "configuration error: RELAY_DATABASE_URL must be a sqlite:/// URL" in gw.logs()
+    assert "or a postgresql://user:password@host:5432/database URL" in gw.logs()
     assert "secret-password" not in gw.logs()
