@@ -106,9 +106,10 @@ class OllamaBackend(Backend):
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         resp = self._post_chat(req, stream=True)
+        body = self._iter_body(resp)
         try:
             calls_seen = 0
-            for chunk in iter_ndjson(self._iter_body(resp)):
+            for chunk in iter_ndjson(body):
                 if not isinstance(chunk, dict):
                     raise ValueError("not an object")
                 if "error" in chunk:  # mid-stream failure, reference §3.2
@@ -135,6 +136,7 @@ class OllamaBackend(Backend):
                         finish_reason=_finish_reason(chunk.get("done_reason"), calls_seen > 0),
                         usage=usage_of(chunk),
                     )
+                    self._release(resp, body)
                     return
             # A stream that closes without done:true was cut (crash, OOM, unload), §6 #21.
             raise UpstreamError(f"{self.title} ended the stream before it was complete.")
