@@ -132,11 +132,12 @@ class OllamaBackend(Backend):
                         chunk.get("eval_count", 0),
                         calls_seen,
                     )
+                    # Before the last delta: its reader may stop without asking for more.
+                    self._release(resp, body)
                     yield ChatDelta(
                         finish_reason=_finish_reason(chunk.get("done_reason"), calls_seen > 0),
                         usage=usage_of(chunk),
                     )
-                    self._release(resp, body)
                     return
             # A stream that closes without done:true was cut (crash, OOM, unload), §6 #21.
             raise UpstreamError(f"{self.title} ended the stream before it was complete.")
