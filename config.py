@@ -10,6 +10,7 @@ gevent patches the worker.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RELAY_ALLOW_OPEN": ("allow running without keys on a non-loopback address", "false"),
     "RELAY_CONFIG": ("path to a TOML file for backends and richer settings", "unset"),
     "RELAY_ENV_FILE": ("dotenv file read at start-up; empty to read none", ".env"),
-    "RELAY_WORKERS": ("gunicorn worker processes", "1"),
+    "RELAY_WORKERS": ("gunicorn worker processes", "1, or one per core with REDIS_URL"),
     "RELAY_WORKER_CONNECTIONS": ("concurrent connections per gevent worker", "1000"),
     "RELAY_MAX_BODY_BYTES": ("largest request body accepted (413 above)", "20971520"),
     "RELAY_BODY_TIMEOUT_SECONDS": ("seconds a request body may take to arrive (408 after)", "30"),
@@ -295,6 +296,17 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return _build(read_environment(environ))
 
 
+def default_workers(redis: RedisSettings) -> int:
+    """One worker per usable core when Redis shares limits, cache and in-flight counts between
+    workers; else one, so they stay exact (docs/operations.md "Workers")."""
+    if not redis.url:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _build(env: Mapping[str, str]) -> Settings:
     file_path = env.get("RELAY_CONFIG") or None
     doc = read_toml(file_path) if file_path else {}
@@ -311,10 +323,13 @@ def _build(env: Mapping[str, str]) -> Settings:
 
     host = as_str(*pick("HOST", server, "host", "127.0.0.1"))
     backends = backend_settings(env, doc)
+    redis = redis_settings(env, doc)
     settings = Settings(
         host=host,
         port=as_int(*pick("PORT", server, "port", 3000), lo=1, hi=65535),
-        workers=as_int(*pick("RELAY_WORKERS", server, "workers", 1), lo=1, hi=256),
+        workers=as_int(
+            *pick("RELAY_WORKERS", server, "workers", default_workers(redis)), lo=1, hi=256
+        ),
         worker_connections=as_int(
             *pick("RELAY_WORKER_CONNECTIONS", server, "worker_connections", 1000), lo=1, hi=100_000
         ),
@@ -402,7 +417,7 @@ def _build(env: Mapping[str, str]) -> Settings:
             if k not in ("server", "images", "backends", "models", "routing")
         },
         access=access_settings(env, doc),
-        redis=redis_settings(env, doc),
+        redis=redis,
         usage=usage_settings(env, doc),
         routes=route_settings(env, doc, backends),
     )

@@ -16,14 +16,18 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import resource  # noqa: E402
 import socket  # noqa: E402
+from typing import Any  # noqa: E402
 
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from tests.fakes.ollama import FakeOllama  # noqa: E402
 
+CONNECTIONS = [0]  # connections accepted so far: GET /connections (the tests' reuse check)
+
 
 class _NoDelayHandler(WSGIHandler):
     def handle(self) -> None:
+        CONNECTIONS[0] += 1
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().handle()
 
@@ -50,8 +54,15 @@ def main() -> None:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind(("127.0.0.1", args.port))
     listener.listen(2048)
+
+    def app(environ: dict, start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/connections":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [str(CONNECTIONS[0]).encode()]
+        return fake.wsgi(environ, start_response)
+
     WSGIServer(
-        listener, fake.wsgi, log=None, error_log=_Quiet(), handler_class=_NoDelayHandler
+        listener, app, log=None, error_log=_Quiet(), handler_class=_NoDelayHandler
     ).serve_forever()
 
 

@@ -13,6 +13,7 @@ from blueprints.access_record import AccessRecord, access
 from blueprints.context import gateway
 from blueprints.metrics import record_request
 from blueprints.usage_record import usage_record
+from services.common import log_setup
 from services.common.log_setup import cut, one_field
 from services.common.metrics import Metrics
 from services.core.types import Usage, new_id
@@ -64,6 +65,20 @@ def _write(
     seconds = time.perf_counter() - line["started"]
     stats = fields.stats
     usage: Usage | None = fields.spent()
+    if log_setup.enabled("INFO"):  # else the line would be built only to be thrown away
+        _log_line(line, fields, seconds, usage)
+    first_token = stats.first_token - line["started"] if stats and stats.first_token else None
+    record_request(metrics, line, fields, seconds, usage, first_token)
+    if ledger is not None:
+        record = usage_record(line, fields, seconds, usage, first_token)
+        if record is not None:
+            ledger.submit(record)
+
+
+def _log_line(
+    line: dict[str, Any], fields: AccessRecord, seconds: float, usage: Usage | None
+) -> None:
+    stats = fields.stats
     tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
     if usage and usage.estimated:  # the upstream gave no counts (services/core/usage_estimate.py)
         tokens = "~" + tokens
@@ -106,12 +121,6 @@ def _write(
         "yes" if fields.stream else "no",
         cache + route + error,
     )
-    first_token = stats.first_token - line["started"] if stats and stats.first_token else None
-    record_request(metrics, line, fields, seconds, usage, first_token)
-    if ledger is not None:
-        record = usage_record(line, fields, seconds, usage, first_token)
-        if record is not None:
-            ledger.submit(record)
 
 
 def register_access_log(app: Flask) -> None:

@@ -50,13 +50,14 @@ def record_request(
     route, key = line["route"], line["key"]
     backend = fields.backend or "-"
     model = _model_label(metrics, line["status"], fields)
-    metrics.requests.labels(route, model, backend, str(line["status"]), key).inc()
-    metrics.latency.labels(route, backend, "yes" if fields.stream else "no").observe(seconds)
+    metrics.bound(metrics.requests, route, model, backend, str(line["status"]), key).inc()
+    stream = "yes" if fields.stream else "no"
+    metrics.bound(metrics.latency, route, backend, stream).observe(seconds)
     if first_token is not None:
-        metrics.first_token.labels(route, backend).observe(first_token)
+        metrics.bound(metrics.first_token, route, backend).observe(first_token)
     if usage is not None:
-        metrics.tokens.labels("in", model, backend, key).inc(usage.prompt_tokens)
-        metrics.tokens.labels("out", model, backend, key).inc(usage.completion_tokens)
+        metrics.bound(metrics.tokens, "in", model, backend, key).inc(usage.prompt_tokens)
+        metrics.bound(metrics.tokens, "out", model, backend, key).inc(usage.completion_tokens)
         if usage.estimated:
             metrics.tokens_estimated.labels("in", backend).inc(usage.prompt_tokens)
             metrics.tokens_estimated.labels("out", backend).inc(usage.completion_tokens)

@@ -105,6 +105,9 @@ class Gateway(ServerProcess):
             "PORT": str(self.port),
             # Each gateway its own usage ledger, beside its log (not data/ in the work tree).
             "RELAY_DATABASE_URL": f"sqlite:///{log_path.parent / 'relay.db'}",
+            # One worker unless a test asks for more: with REDIS_URL the default is one per core
+            # (docs/operations.md "Workers"), and the tests count per-worker things.
+            "RELAY_WORKERS": "1",
             **env,
         }
         self.proc = subprocess.Popen(

@@ -89,6 +89,15 @@ def test_exposure_rules():
     assert config.check_exposure(keyed, ["0.0.0.0"]) is None
 
 
+def test_workers_default_to_one_per_core_only_when_redis_shares_state():
+    cores = len(os.sched_getaffinity(0))
+    redis = {"RELAY_ENV_FILE": "", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert config.load(redis).workers == cores
+    assert config.load({"RELAY_ENV_FILE": ""}).workers == 1  # per-worker limits: stay exact
+    assert config.load({**redis, "RELAY_WORKERS": "3"}).workers == 3  # the setting wins
+    assert config.load({"RELAY_ENV_FILE": "", "RELAY_WORKERS": "3"}).workers == 3
+
+
 def test_dotenv_file_and_ollama_api_alias(app_client, fake_ollama, ollama, tmp_path):
     dotenv = tmp_path / "relay.env"
     dotenv.write_text(f"OLLAMA_API={fake_ollama.url}\nRELAY_API_KEYS=sk-from-dotenv-1,{API_KEY}\n")

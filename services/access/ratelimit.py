@@ -99,11 +99,12 @@ def _exempt() -> bool:
     if not request.path.startswith(API_PREFIXES):
         return True
     link = _redis_link()
-    if link is None or link.usable():
-        return False
-    if _gateway_settings().access.limits_fail_open:
-        return True
-    raise LimiterUnavailableError("Rate limits cannot be checked right now; try again shortly.")
+    if link is not None and not link.usable():
+        if _gateway_settings().access.limits_fail_open:
+            return True
+        raise LimiterUnavailableError("Rate limits cannot be checked right now; try again shortly.")
+    # No request limit for this caller: skip flask-limiter's resolution of limits altogether.
+    return not _request_limits()
 
 
 class _SwallowedErrors(logging.Handler):
@@ -204,6 +205,9 @@ def requests_error() -> RateLimitError:
 def rate_limit_headers(key: ApiKey | None) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the limits that applied to this request."""
     headers: dict[str, str] = {}
+    item_t = _tokens_item(key) if key is not None else None
+    if item_t is None and not limiter.current_limits:
+        return headers  # no limit applied: nothing to report, no storage to ask
     link = _redis_link()
     no_windows: list[tuple[RateLimitItem, WindowStats]] = []
     windows = _guarded(
@@ -216,7 +220,6 @@ def rate_limit_headers(key: ApiKey | None) -> dict[str, str]:
         # Report the limit closest to running out, so clients slow down in time.
         item, window = min(windows, key=lambda w: (w[1].remaining, w[0].get_expiry()))
         headers.update(_headers("requests", item.amount, window.remaining, window.reset_time))
-    item_t = _tokens_item(key) if key is not None else None
     if item_t is not None and key is not None:
         name = key.name
         stats = _guarded(

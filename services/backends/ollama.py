@@ -106,9 +106,10 @@ class OllamaBackend(Backend):
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         resp = self._post_chat(req, stream=True)
+        body = self._iter_body(resp)
         try:
             calls_seen = 0
-            for chunk in iter_ndjson(self._iter_body(resp)):
+            for chunk in iter_ndjson(body):
                 if not isinstance(chunk, dict):
                     raise ValueError("not an object")
                 if "error" in chunk:  # mid-stream failure, reference §3.2
@@ -131,6 +132,8 @@ class OllamaBackend(Backend):
                         chunk.get("eval_count", 0),
                         calls_seen,
                     )
+                    # Before the last delta: its reader may stop without asking for more.
+                    self._release(resp, body)
                     yield ChatDelta(
                         finish_reason=_finish_reason(chunk.get("done_reason"), calls_seen > 0),
                         usage=usage_of(chunk),

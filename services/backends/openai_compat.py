@@ -244,8 +244,10 @@ class OpenAICompatBackend(Backend):
 
     def _events(self, resp: requests.Response) -> Iterator[Any]:
         """The stream's JSON events, up to `[DONE]`."""
-        for _name, data in iter_sse(self._iter_body(resp)):
+        body = self._iter_body(resp)
+        for _name, data in iter_sse(body):
             if data.strip() == "[DONE]":
+                self._release(resp, body)
                 return
             try:
                 yield loads(data)

@@ -76,8 +76,19 @@ def _json_format(record: Any) -> str:
     return "{extra[_json]}\n{exception}"
 
 
+_min_level = 0  # the configured level's number: nothing below it is written anywhere
+
+
+def enabled(level: str) -> bool:
+    """Whether a record at this level would be written: callers skip building lines that
+    would be thrown away (the access line at LOG_LEVEL=warning, say)."""
+    return bool(logger.level(level).no >= _min_level)
+
+
 def configure_logging(settings: Settings) -> None:
     """Replace loguru's default sink with Relay's format and level."""
+    global _min_level
+    _min_level = logger.level(settings.log_level).no
     logger.remove()
     fmt: Any = _json_format if settings.log_format == "json" else _text_format
     options = {"level": settings.log_level, "format": fmt, "backtrace": False, "diagnose": False}

@@ -7,6 +7,8 @@ marks dead workers; values then live in files there and /metrics merges them. Wi
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,6 +26,8 @@ MAX_MODEL_LABELS = 100  # distinct model names per worker process
 MAX_MODEL_LABEL_LENGTH = 128
 OTHER_MODEL = "other"
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -31,6 +35,9 @@ class Metrics:
     def __init__(self, multiprocess_dir: str | None) -> None:
         self.multiprocess = bool(multiprocess_dir)
         self._model_labels: set[str] = set()
+        # Label children by metric and values: labels() validates and locks on every call. As
+        # bounded as the metrics' own children (the model label is capped, keys are configured).
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         # In multiprocess mode metrics must not join a registry: values go to files.
         self.registry = None if self.multiprocess else CollectorRegistry()
         registry = self.registry
@@ -159,6 +166,14 @@ class Metrics:
                 return OTHER_MODEL
             self._model_labels.add(model)
         return model
+
+    def bound(self, metric: M, *labels: str) -> M:
+        """The child of `metric` for these label values, made once per worker."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child  # type: ignore[return-value]
 
     def render(self) -> tuple[bytes, str]:
         """Return the exposition text and its content type."""

@@ -1,0 +1,56 @@
+"""Streams reuse the worker's upstream connections (docs/development.md "Before and after, side
+by side"): a stream that ended goes back to the pool instead of costing the next one a connect
+and a name lookup. The tests' fakes close every connection, so this uses the benchmark's
+keep-alive fake Ollama (bench/fake_upstream.py), which counts the connections it accepted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from tests.conftest import API_KEY, ROOT, ServerProcess, free_port
+
+
+class KeepAliveOllama(ServerProcess):
+    def __init__(self, log_path):  # type: ignore[no-untyped-def]
+        super().__init__(log_path)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.fake_upstream", str(port), "--tokens", "4"],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def connections(self) -> int:
+        return int(requests.get(self.url + "/connections", timeout=5).text)
+
+
+def test_streams_one_after_another_reuse_one_upstream_connection(start_gateway, tmp_path):
+    upstream = KeepAliveOllama(tmp_path / "fake.log")
+    try:
+        upstream.wait_answering("/api/version", 20.0, step=0.05)
+        gw = start_gateway({"OLLAMA_BASE_URL": upstream.url, "RELAY_API_KEYS": API_KEY})
+        before = upstream.connections()  # our own checks, one connection each
+        body = {
+            "model": "llama3.2",
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        for _ in range(6):
+            with requests.post(
+                gw.url + "/v1/chat/completions", json=body, headers=headers, stream=True, timeout=10
+            ) as r:
+                assert r.status_code == 200
+                text = r.text
+            assert text.count("tok") == 4, text  # every token of the fake's reply
+            assert text.rstrip().endswith("data: [DONE]")
+        # Each stream used to open its own connection; now one (two with a start-up check).
+        opened = upstream.connections() - before - 1  # minus this call's own connection
+        assert opened <= 2, opened
+    finally:
+        upstream.stop()
