@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask, Response, g, request
 from loguru import logger
@@ -22,6 +23,10 @@ from services.usage.ledger import Ledger
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+# Visible ASCII but `%` (which starts an escape): what X-Relay-Route carries as it is.
+_ROUTE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
 def _start() -> None:
     given = request.headers.get("X-Request-ID", "")
     g.request_id = given if _SAFE_ID.match(given) else new_id("req_")
@@ -33,7 +38,9 @@ def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id") or new_id("req_")
     fields = access()
     if fields.route:  # the target that answered (docs/routing.md)
-        response.headers["X-Relay-Route"] = fields.route
+        # A model name is the caller's text when no alias renamed it: percent-encode anything
+        # outside visible ASCII, or a control character would make an invalid header (a 500).
+        response.headers["X-Relay-Route"] = quote(fields.route, safe=_ROUTE_SAFE)
     line = dict(
         request_id=g.get("request_id"),
         key=getattr(g.get("api_key"), "name", "-"),

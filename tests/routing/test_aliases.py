@@ -59,6 +59,18 @@ def test_an_alias_is_served_by_another_name_and_echoed_back(routed, ollama, seco
     assert ollama.last().body["model"] == "qwen3:8b"
 
 
+def test_a_caller_named_model_makes_a_valid_route_header(routed, ollama):
+    # Without an alias the upstream name is the caller's own text: control characters and
+    # non-ASCII in it are percent-encoded, never an invalid header (a 500 found by the fuzzer).
+    gw = routed("")
+    for model, shown in (("llama3.2\u0007x", "a/llama3.2%07x"), ("llama3.2é", "a/llama3.2%C3%A9")):
+        ollama.script(model)
+        r = chat(gw, model)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Relay-Route"] == shown
+        assert ollama.last().body["model"] == model  # the upstream still gets the real name
+
+
 def test_legacy_completions_and_responses_take_aliases(routed, ollama, second):
     gw = routed(ALIASES)
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0) as sdk:
