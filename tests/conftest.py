@@ -229,6 +229,8 @@ class InProcessApp:
         # The same clean environment a Gateway process gets, for as long as the app is built;
         # overrides are settings fields given straight to create_app.
         clean = {"PATH": os.environ.get("PATH", ""), "RELAY_ENV_FILE": "", "HOST": "127.0.0.1"}
+        # No usage ledger unless a test asks for one: it would write into the working tree.
+        clean["RELAY_USAGE"] = "off"
         self._log = io.StringIO()
         with (
             mock.patch.dict(os.environ, {**clean, **(env or {})}, clear=True),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from tests.conftest import API_KEY, ROOT, ServerProcess, free_port
@@ -29,26 +30,35 @@ class KeepAliveOllama(ServerProcess):
         return int(requests.get(self.url + "/connections", timeout=5).text)
 
 
-def test_streams_one_after_another_reuse_one_upstream_connection(start_gateway, tmp_path):
+HI = [{"role": "user", "content": "Hi"}]
+# Every face's stream, and how its end looks: each must give its connection back, also the
+# Anthropic face, which stops reading at the reply's last delta (message_stop).
+FACES = [
+    ("/v1/chat/completions", {"stream": True}, "data:[DONE]"),
+    ("/v1/messages", {"stream": True, "max_tokens": 16}, '{"type":"message_stop"}'),
+    ("/api/chat", {}, '"done":true'),
+]
+
+
+@pytest.mark.parametrize(("path", "extra", "end"), FACES)
+def test_streams_one_after_another_reuse_one_upstream_connection(
+    start_gateway, tmp_path, path, extra, end
+):
     upstream = KeepAliveOllama(tmp_path / "fake.log")
     try:
         upstream.wait_answering("/api/version", 20.0, step=0.05)
         gw = start_gateway({"OLLAMA_BASE_URL": upstream.url, "RELAY_API_KEYS": API_KEY})
         before = upstream.connections()  # our own checks, one connection each
-        body = {
-            "model": "llama3.2",
-            "stream": True,
-            "messages": [{"role": "user", "content": "Hi"}],
-        }
+        body = {"model": "llama3.2", "messages": HI, **extra}
         headers = {"Authorization": f"Bearer {API_KEY}"}
         for _ in range(6):
             with requests.post(
-                gw.url + "/v1/chat/completions", json=body, headers=headers, stream=True, timeout=10
+                gw.url + path, json=body, headers=headers, stream=True, timeout=10
             ) as r:
                 assert r.status_code == 200
                 text = r.text
-            assert text.count("tok") == 4, text  # every token of the fake's reply
-            assert text.rstrip().endswith("data: [DONE]")
+            assert "tok" in text, text  # the fake's reply came through
+            assert end in text.replace(" ", ""), text[-300:]
         # Each stream used to open its own connection; now one (two with a start-up check).
         opened = upstream.connections() - before - 1  # minus this call's own connection
         assert opened <= 2, opened

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from loguru import logger
 
@@ -80,7 +80,23 @@ class Streamed(Generic[D]):
 
     def framed(self, frames: Iterator[E]) -> Streamed[E]:
         """The same outcome with its deltas rendered by a face (into frames)."""
-        return Streamed(self.backend, frames, self.cache, self.headers, self.route)
+        closing = _closing(frames, self.deltas)
+        return Streamed(self.backend, closing, self.cache, self.headers, self.route)
+
+
+def _closing(frames: Iterator[E], source: Iterator[Any]) -> Iterator[E]:
+    """A face's frames that close their source of deltas when they end or are closed.
+
+    A face may stop reading at the reply's last delta (Anthropic's `message_stop`); the
+    backend's stream must then release its upstream connection at once, not when the garbage
+    collector finds the suspended generator.
+    """
+    try:
+        yield from frames
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def cacheable(route: Route, ctx: CallContext, policy: CachePolicy) -> CachePolicy:
