@@ -1,8 +1,9 @@
 """Fuzz the whole HTTP API from its OpenAPI description (schemathesis) against a real gateway.
 
 Every generated request, valid or not, must get an answer in time that the description allows:
-no 5xx except the documented upstream 502/503/504, no traceback text, every error in OpenAI's
-envelope. The run is bounded and derandomized so CI stays fast and repeatable.
+no 5xx except the documented upstream 502/503/504, no traceback text, every error in its face's
+envelope (OpenAI's; Anthropic's on /v1/messages; Ollama's on /api). The run is bounded and
+derandomized so CI stays fast and repeatable.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -56,24 +58,60 @@ schema = schemathesis.openapi.from_path(str(DOCUMENT))
 schema.config.max_stream_events = 100_000
 
 
+def face_of(path: str) -> str:
+    """The face whose envelope an answer on this path must use (blueprints/error_handlers.py)."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/api/") and not path.startswith("/api/chat/completions"):
+        return "ollama"
+    return "openai"
+
+
+def check_error_envelope(face: str, body: object) -> None:
+    assert isinstance(body, dict), body
+    if face == "anthropic":
+        assert set(body) == {"type", "error"} and body["type"] == "error", body
+        error = body["error"]
+        assert set(error) == {"type", "message"} and isinstance(error["type"], str), error
+    elif face == "ollama":
+        assert set(body) == {"error"}, body
+        error = body
+    else:
+        error = body["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message" if face != "ollama" else "error"], str)
+    assert error["message" if face != "ollama" else "error"], error
+
+
 def check_relay_rules(response: Response) -> None:
     """The rules every answer obeys, whatever was sent."""
     status = response.status_code
     text = response.content.decode("utf-8", errors="replace")
     assert status < 500 or status in UPSTREAM_STATUSES, (status, text[:500])
     content_type = response.headers.get("content-type", [""])[0]
+    face = face_of(urlsplit(response.request.url or "").path)
     for leak in LEAKS:
         assert leak not in text, (leak, text[:500])
     if status >= 400:
         assert content_type == "application/json", response.headers
-        error = json.loads(text)["error"]
-        assert set(error) == {"message", "type", "param", "code"}, error
-        assert isinstance(error["message"], str) and error["message"]
+        check_error_envelope(face, json.loads(text))
     if content_type.startswith("text/event-stream"):
         assert not response.stream_cut_short
         events = [e for e in text.split("\n\n") if e and not e.startswith(":")]
         last = events[-1].split("data: ", 1)[1]
-        assert last == "[DONE]" or "error" in json.loads(last) or '"response.' in events[-1]
+        if face == "anthropic":  # ends with message_stop, or one error event
+            assert json.loads(last)["type"] in ("message_stop", "error"), events[-1]
+            if events[-1].startswith("event: error"):
+                check_error_envelope(face, json.loads(last))
+        else:
+            assert last == "[DONE]" or "error" in json.loads(last) or '"response.' in events[-1]
+    if content_type.startswith("application/x-ndjson"):
+        lines = [json.loads(line) for line in text.split("\n") if line]  # what clients split on
+        assert all(line.get("done") is False for line in lines[:-1]), lines
+        if "error" in lines[-1]:  # a failure after the stream started: one last line
+            check_error_envelope(face, lines[-1])
+        else:
+            assert lines[-1]["done"] is True, lines[-1]
 
 
 @schema.parametrize()
