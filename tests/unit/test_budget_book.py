@@ -4,7 +4,6 @@ and a read of the database replaces exactly what it already holds (docs/design.m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from services.usage.budgets import BudgetBook, BudgetExceededError, BudgetUnavai
 from services.usage.record import UsageRecord
 from services.usage.store import UsageStore
 from settings.budgets import Budgets, BudgetSettings
+from tests.usage.records import a_record
 
 
 class Refusals:
@@ -28,30 +28,7 @@ class Refusals:
 
 
 def record(request_id: str, backend: str | None = "ollama", tokens: int = 0) -> UsageRecord:
-    return UsageRecord(
-        ts=datetime.now(UTC).replace(tzinfo=None),
-        request_id=request_id,
-        key_name="team",
-        model="llama3.2",
-        backend=backend,
-        upstream_model="llama3.2",
-        endpoint="/v1/chat/completions",
-        method="POST",
-        status=200,
-        error_type=None,
-        error_code=None,
-        prompt_tokens=tokens,
-        completion_tokens=0,
-        reasoning_tokens=None,
-        cached_tokens=None,
-        tokens_estimated=False,
-        cache=None,
-        duration_ms=1.0,
-        first_token_ms=None,
-        streamed=False,
-        abandoned=False,
-        client="127.0.0.1",
-    )
+    return a_record(request_id=request_id, backend=backend, prompt_tokens=tokens)
 
 
 @pytest.fixture

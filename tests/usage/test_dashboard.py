@@ -28,6 +28,7 @@ from tests.usage.conftest import (
     key_name,
     ledger_env,
 )
+from tests.usage.records import a_record
 
 ME, OTHER = key_name(API_KEY), key_name(OTHER_KEY)
 # What the traffic below is: per key, model and kind. The fake Ollama counts 12 prompt and
@@ -341,13 +342,16 @@ def test_without_the_ledger_the_page_says_usage_is_off(start_gateway, fake_ollam
 
 
 def made_up(ts: datetime, n: int) -> UsageRecord:
-    return UsageRecord(
-        ts=ts, request_id=f"req_old_{n}", key_name="team-a", model="llama3.2", backend="ollama",
-        upstream_model="llama3.2", endpoint="/v1/chat/completions", method="POST", status=200,
-        error_type=None, error_code=None, prompt_tokens=10, completion_tokens=4,
-        reasoning_tokens=None, cached_tokens=None, tokens_estimated=False, cache="MISS",
-        duration_ms=100.0 + n, first_token_ms=None, streamed=False, abandoned=False, client=None,
-    )  # fmt: skip
+    return a_record(
+        ts=ts,
+        request_id=f"req_old_{n}",
+        key_name="team-a",
+        prompt_tokens=10,
+        completion_tokens=4,
+        cache="MISS",
+        duration_ms=100.0 + n,
+        client=None,
+    )
 
 
 def test_hourly_roll_ups_are_filled_from_the_records_and_pruned(

@@ -21,6 +21,7 @@ from tests.usage.conftest import (
     mixed_traffic,
     script_mixed,
 )
+from tests.usage.records import a_record
 
 
 def total(gw, **params: str) -> dict:
@@ -147,29 +148,13 @@ def test_retention_prunes_raw_records_and_keeps_the_daily_roll_ups(
 
 
 def old_record(request_id: str, ts: datetime) -> UsageRecord:
-    return UsageRecord(
+    return a_record(
         ts=ts,
         request_id=request_id,
         key_name="team-old",
-        model="llama3.2",
-        backend="ollama",
-        upstream_model="llama3.2",
-        endpoint="/v1/chat/completions",
-        method="POST",
-        status=200,
-        error_type=None,
-        error_code=None,
         prompt_tokens=10,
         completion_tokens=2,
-        reasoning_tokens=None,
-        cached_tokens=None,
-        tokens_estimated=False,
-        cache=None,
         duration_ms=5.0,
-        first_token_ms=None,
-        streamed=False,
-        abandoned=False,
-        client="127.0.0.1",
     )
 
 
