@@ -11,8 +11,8 @@ from flask import current_app, g, request
 
 from blueprints.request_body import read_body
 from services.common.json_keys import check_top_level_keys
-from services.common.json_limits import MAX_JSON_DEPTH, nested_deeper_than
-from services.common.unicode_text import check_no_lone_surrogates
+from services.common.json_limits import MAX_JSON_DEPTH, may_nest_deeper_than, nested_deeper_than
+from services.common.unicode_text import check_no_lone_surrogates, may_hold_surrogates
 from services.core.errors import InvalidRequestError
 from services.core.gateway import Gateway
 from services.core.types import CallContext
@@ -41,24 +41,36 @@ def json_body() -> object:
     data = read_body()  # size, deadline and per-key upload limits (request_body.py)
     if not data:
         raise InvalidRequestError("The request body is empty; send a JSON object.")
+    overflows: list[_Overflow] = []
+
+    def number(literal: str) -> float | _Overflow:
+        value = float(literal)
+        if math.isfinite(value):
+            return value
+        overflows.append(_Overflow(literal))
+        return overflows[-1]
+
     try:
         # Strict JSON: NaN and Infinity would otherwise pass through to backends (a 502) or
         # back to the client as invalid JSON, and a body nested past the parser's recursion
         # limit must be a 400, not a 500 (both found by tests/test_fuzz_*.py).
-        body = json.loads(data, parse_constant=_reject_constant, parse_float=_float_or_overflow)
+        body = json.loads(data, parse_constant=_reject_constant, parse_float=number)
     except (ValueError, RecursionError):
         body = None
     if body is None:
         raise InvalidRequestError("The request body is not valid JSON.")
-    check_no_lone_surrogates(body)  # "\ud800" is JSON but not text: no reply could echo it
+    # Each walk below is skipped when the bytes already rule its finding out: walking a 78 KB
+    # agent request three times cost five times its parse (docs/design.md §12).
+    if may_hold_surrogates(data):
+        check_no_lone_surrogates(body)  # "\ud800" is JSON but not text: no reply could echo it
     if isinstance(body, dict):
         check_top_level_keys(body)  # no field a case-insensitive upstream reads otherwise
-    if nested_deeper_than(body):
+    if may_nest_deeper_than(data) and nested_deeper_than(body):
         # Re-encoding it for a backend, or echoing it, would overflow the stack (a 500).
         raise InvalidRequestError(
             f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
         )
-    overflow = _first_overflow(body)
+    overflow = _first_overflow(body) if overflows else None
     if overflow is not None:
         path, literal = overflow
         raise InvalidRequestError(
@@ -83,11 +95,6 @@ class _Overflow:
 
     def __init__(self, literal: str) -> None:
         self.literal = literal
-
-
-def _float_or_overflow(literal: str) -> float | _Overflow:
-    value = float(literal)
-    return value if math.isfinite(value) else _Overflow(literal)
 
 
 def _first_overflow(value: object) -> tuple[str, str] | None:

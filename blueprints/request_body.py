@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from flask import Flask, Response, current_app, g, request
 
 from services.access.upload_slots import UploadSlots
 from services.common import server_connection
+from services.common.timers import Deadline, SharedTimers
 from services.core.errors import (
     InvalidRequestError,
     RateLimitError,
@@ -33,6 +34,7 @@ from services.core.errors import (
 CHUNK = 65536
 LINGER_SECONDS = 2  # how long a refused client may go on sending before the connection ends
 SLOW_AFTER = 1.0  # a body still arriving after this many seconds takes an upload slot
+_TIMERS = SharedTimers()  # one per worker: a timer thread per request costs ~50 µs
 
 
 def read_body() -> bytes:
@@ -65,11 +67,11 @@ class _Receipt:
         self.complete = False  # the body was read to its end
         # gunicorn reads the body in a loop of socket reads, so a timeout per read would never
         # fire on a steady trickle: a watchdog ends the reading side instead, first when the
-        # body turns out slow with no slot free, else at the deadline. (A thread here is a
-        # greenlet under gevent; outside gunicorn there is no deadline and no cap.)
+        # body turns out slow with no slot free, else at the deadline. (Outside gunicorn there
+        # is no deadline and no cap.)
         self.sock: Any = request.environ.get("gunicorn.socket")
         self.grace = min(SLOW_AFTER, seconds)
-        self.watchdog = self._timer(self.grace, self._slow)
+        self.watchdog: Deadline | None = None
         self.stream = request.environ["wsgi.input"]
         self.length = request.content_length
         self.limit = int(current_app.config["MAX_CONTENT_LENGTH"])
@@ -81,21 +83,17 @@ class _Receipt:
         if self.length is None and not request.environ.get("wsgi.input_terminated"):
             self.length = 0  # the server cannot end an unframed body: read none (werkzeug's rule)
         if self.sock is not None:
-            self.watchdog.start()
+            self._watch(self.grace, self._slow)
 
-    @staticmethod
-    def _timer(seconds: float, action: Any) -> threading.Timer:
-        timer = threading.Timer(seconds, action)
-        timer.daemon = True
-        return timer
+    def _watch(self, seconds: float, action: Callable[[], None]) -> None:
+        self.watchdog = _TIMERS.call_later(seconds, action)
 
     def _slow(self) -> None:
         if self.done:
             return
         if self.slots.acquire(self.caller):
             self.holding = True
-            self.watchdog = self._timer(self.seconds - self.grace, self._expire)
-            self.watchdog.start()
+            self._watch(self.seconds - self.grace, self._expire)
         else:
             self.refused = True
             self._stop_reading()
@@ -146,7 +144,8 @@ class _Receipt:
     def finish(self) -> None:
         if not self.done:
             self.done = True
-            self.watchdog.cancel()
+            if self.watchdog is not None:
+                self.watchdog.cancel()
             if self.holding:
                 self.slots.release(self.caller)
 

@@ -9,15 +9,25 @@ readers accept (docs/threat-model.md "Bad input on the wire").
 
 from __future__ import annotations
 
+import json
 import re
 
 from services.core.errors import InvalidRequestError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# In UTF-8 JSON text a surrogate can only come from an escape (\\uD800-\\uDFFF) or from the
+# bytes ED A0-BF .., which Python's parser lets through.
+_SURROGATE_IN_JSON = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def _has_surrogate(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def may_hold_surrogates(data: bytes) -> bool:
+    """False when JSON bytes cannot parse to a string holding a surrogate, so the walk of
+    check_no_lone_surrogates can be skipped (one C-speed search instead of a Python walk)."""
+    return json.detect_encoding(data) != "utf-8" or _SURROGATE_IN_JSON.search(data) is not None
 
 
 def check_no_lone_surrogates(value: object) -> None:
