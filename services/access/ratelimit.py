@@ -7,13 +7,14 @@ Headers and errors follow docs/design.md §5.2 and §5.3.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limit, Limiter
 from limits import RateLimitItem, RateLimitItemPerMinute, WindowStats
 
@@ -128,10 +129,57 @@ def init_limiter(app: Flask, settings: Settings, link: RedisLink | None) -> None
         app.config["RATELIMIT_STORAGE_OPTIONS"] = redis_options(settings.redis)
     app.config["RATELIMIT_SWALLOW_ERRORS"] = settings.access.limits_fail_open
     limiter.init_app(app)
+    _run_hooks_only_when_limited(app)
     stdlib = logging.getLogger("flask-limiter")
     stdlib.propagate = False
     if link is not None:
         stdlib.addHandler(_SwallowedErrors(link))
+
+
+def _limiter_needed() -> bool:
+    """Whether flask-limiter must see this request: the same answer as _exempt, reached without
+    flask-limiter's own resolution of endpoints and limit lists."""
+    if not request.path.startswith(API_PREFIXES):
+        return False
+    link = _redis_link()
+    if link is not None and not link.usable():
+        return True  # _exempt decides: skip (fail open) or refuse (fail closed)
+    return bool(_request_limits())
+
+
+def _run_hooks_only_when_limited(app: Flask) -> None:
+    """flask-limiter runs three hooks on every request, even when no limit applies to the caller
+    (about 60 µs, docs/design.md §12): run them only for requests a limit applies to."""
+
+    def owned(hook: Any) -> bool:
+        target = hook.args[0] if isinstance(hook, functools.partial) else hook
+        return getattr(target, "__self__", target) is limiter
+
+    def before(hook: Callable[[], None]) -> Callable[[], None]:
+        def gated() -> None:
+            if _limiter_needed():
+                g.limiter_ran = True
+                hook()
+
+        return gated
+
+    def after(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+        return lambda response: hook(response) if g.get("limiter_ran") else response
+
+    def teardown(hook: Callable[[BaseException | None], None]) -> Callable[..., None]:
+        def gated(error: BaseException | None = None) -> None:
+            if g.get("limiter_ran"):
+                hook(error)
+
+        return gated
+
+    for funcs, gate in (
+        (app.before_request_funcs, before),
+        (app.after_request_funcs, after),
+        (app.teardown_request_funcs, teardown),
+    ):
+        hooks: list[Any] = funcs.setdefault(None, [])
+        hooks[:] = [gate(h) if owned(h) else h for h in hooks]
 
 
 def _guarded(link: RedisLink | None, what: str, call: Callable[[], T], fallback: T) -> T:
