@@ -372,7 +372,9 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of streams at once
-    # A plain `kill` stops the servers too, as Ctrl-C does.
+    # Ctrl-C and a plain `kill` both stop the servers (`finally` below), also when started in
+    # the background, where SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command = "./bench/run.sh " + " ".join(sys.argv[1:])
     results: dict[str, Any] = {
@@ -440,4 +442,7 @@ def plot(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every server is stopped")
