@@ -148,6 +148,9 @@ def start_relay(
         "LOG_LEVEL": "warn",
         "RELAY_WORKERS": str(workers),
         "RELAY_WORKER_CONNECTIONS": "4000",
+        # No per-key caps either: 2,000 streams of one key, 500 of them opening at once.
+        "RELAY_MAX_REQUESTS_PER_KEY": "4000",
+        "RELAY_MAX_UPLOADS_PER_KEY": "4000",
         "RELAY_CACHE_TTL": "300" if cache else "0",
         # Every gateway gets the same body (no temperature), which only `all` caches.
         "RELAY_CACHE_MODE": "all",
