@@ -280,7 +280,7 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
     for rnd in range(rounds):
         for level in samples:
             for t in in_turn(rnd, [direct], pair):
-                sample = wrk(t, int(level[1:]), secs, workdir)
+                sample = wrk_cpu(t, int(level[1:]), secs, workdir)
                 samples[level].setdefault(t.name, []).append(sample)
     for level, by_name in samples.items():
         r[level] = {n: median_of(s) for n, s in by_name.items()}
@@ -340,6 +340,24 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
         for sock in socks:
             sock.close()
         relay.stop()
+
+
+def wrk_cpu(target: Target, connections: int, seconds: int, workdir: Path) -> dict[str, float]:
+    """wrk, and for a Relay its worker's CPU time per request: the figure a busy machine
+    disturbs least (as in bench/ab.py)."""
+    if not target.name.startswith("Relay"):
+        return wrk(target, connections, seconds, workdir)
+    pid = worker_pid(target)
+    used = cpu_seconds(pid)
+    result = wrk(target, connections, seconds, workdir)
+    used = cpu_seconds(pid) - used
+    result["cpu_us"] = used / max(1.0, result["rps"] * seconds) * 1e6
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_pid(target: Target) -> int:
@@ -413,6 +431,7 @@ def main() -> None:
         "medians of the rounds (wrk), percentiles of every stream\n"
     )
     print(table.render(results))
+    print(table.cpu_note(results))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, ROOT / "bench" / "results.png")
 

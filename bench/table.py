@@ -106,3 +106,17 @@ def render(r: dict[str, Any]) -> str:
             "take minutes and measure its queue."
         )
     return "\n".join(lines)
+
+
+def cpu_note(r: dict[str, Any]) -> str:
+    """Relay's worker CPU per request in rows 1-2: less noisy than their latency and req/s."""
+    parts = []
+    for level in ("c1", "c16"):
+        cpu = {n: r[level][n]["cpu_us"] for n in ("Relay before", "Relay") if n in r[level]}
+        text = ", ".join(
+            f"{'before' if 'before' in n else 'after'} {us:,.0f} µs" for n, us in cpu.items()
+        )
+        if len(cpu) == 2:
+            text += f" ({cpu['Relay'] / cpu['Relay before']:.2f}×)"
+        parts.append(f"c={level[1:]}: {text}")
+    return "\nRelay's worker CPU per request (less noisy than the rows): " + "; ".join(parts)
