@@ -1,12 +1,15 @@
-"""Relay against the upstream called directly and against LiteLLM's proxy, in one run.
+"""The table of issue 17: the upstream direct, Relay before and after, LiteLLM, in one run.
 
-Starts a fake Ollama (gevent, keep-alive), Relay (gunicorn, one gevent worker) and, when it is
-installed, LiteLLM's proxy (one worker) on loopback, then measures on the same workloads:
-non-streaming latency and throughput at concurrency 1, 16 and 64 (wrk), time to first token and
-the gap between chunks for streams, how many concurrent streams one Relay worker holds and its
-memory, and cold start. Prints a table with ratios, writes bench/results.json and a plot.
+Starts on loopback a fake Ollama (gevent, keep-alive), Relay from this checkout and, with
+`--before PATH`, from a second checkout (each under gunicorn, one gevent worker, reply cache
+off), and LiteLLM's proxy when it is installed (.bench/litellm). Then measures, alternating
+before and after in rounds: added latency at c=1, throughput at c=1 and c=16 (wrk; again with a
+worker per core), first-token time of 16 new streams at once and of 500 opened within 0.5 s
+(bench/streams.py), the cache hit's added latency, and the RSS of one worker holding 2,000
+streams. Prints the table (bench/table.py), writes bench/results.json and a plot. Every server
+is stopped at the end, also on an error or Ctrl-C. docs/development.md "Benchmark" explains it.
 
-    ./bench/run.sh            # creates the benchmark environments, then runs this
+    ./bench/run.sh [--before PATH] [--rounds 3] [--seconds 4]   # installs wrk and LiteLLM first
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import requests  # noqa: E402
+
+from bench import streams, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench-key-000001"
@@ -79,17 +85,30 @@ class Target:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+RUNNING: list[subprocess.Popen] = []  # every server started, for stop_all()
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True,  # its own process group: Ctrl-C reaches only this script
     )
+    RUNNING.append(proc)
+    return proc
+
+
+def stop_all() -> None:
+    """Stop every server this process started, also those that never came up."""
+    for proc in reversed(RUNNING):
+        Target("", "", "", {}, {}, proc).stop()
+    RUNNING.clear()
 
 
 def start_fake(tokens: int, pace: float) -> tuple[str, subprocess.Popen]:
@@ -111,7 +130,14 @@ def start_fake(tokens: int, pace: float) -> tuple[str, subprocess.Popen]:
     return url, proc
 
 
-def start_relay(upstream: str, cache: bool = False) -> tuple[Target, float]:
+def start_relay(
+    upstream: str,
+    cache: bool = False,
+    checkout: Path = ROOT,
+    name: str = "Relay",
+    workers: int = 1,
+) -> tuple[Target, float]:
+    """Relay from `checkout` (its own .venv's python if it has one) under gunicorn."""
     port = free_port()
     # The reply cache is off unless measured on purpose: every request makes the whole trip.
     env = {
@@ -120,16 +146,22 @@ def start_relay(upstream: str, cache: bool = False) -> tuple[Target, float]:
         "OLLAMA_BASE_URL": upstream,
         "RELAY_API_KEYS": KEY,
         "LOG_LEVEL": "warn",
+        "RELAY_WORKERS": str(workers),
         "RELAY_WORKER_CONNECTIONS": "4000",
+        # No per-key caps either: 2,000 streams of one key, 500 of them opening at once.
+        "RELAY_MAX_REQUESTS_PER_KEY": "4000",
+        "RELAY_MAX_UPLOADS_PER_KEY": "4000",
         "RELAY_CACHE_TTL": "300" if cache else "0",
         # Every gateway gets the same body (no temperature), which only `all` caches.
         "RELAY_CACHE_MODE": "all",
     }
-    proc = start([sys.executable, "-m", "gunicorn", "wsgi:app"], env)
+    python = checkout / ".venv" / "bin" / "python"
+    cmd = [str(python) if python.exists() else sys.executable, "-m", "gunicorn", "wsgi:app"]
+    proc = start(cmd, env, cwd=checkout)
     url = f"http://127.0.0.1:{port}"
     cold = wait_for(url + "/health")
     headers = {"Authorization": f"Bearer {KEY}"}
-    return Target("Relay", url, "/v1/chat/completions", CHAT, headers, proc), cold
+    return Target(name, url, "/v1/chat/completions", CHAT, headers, proc), cold
 
 
 def start_litellm(upstream: str, litellm: str, workdir: Path) -> tuple[Target, float] | None:
@@ -159,7 +191,7 @@ def start_litellm(upstream: str, litellm: str, workdir: Path) -> tuple[Target, f
 
 
 def wrk(target: Target, connections: int, seconds: int, workdir: Path) -> dict[str, float]:
-    script = workdir / f"{target.name}.lua"
+    script = workdir / f"{target.name.replace(' ', '-')}.lua"
     headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in target.headers.items())
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(target.body))}\n'
@@ -192,197 +224,216 @@ def wrk(target: Target, connections: int, seconds: int, workdir: Path) -> dict[s
     return {"p50_ms": ms("50%"), "p99_ms": ms("99%"), "rps": rps}
 
 
-# --- streams: a gevent client ------------------------------------------------------------------
+# --- the run: every row alternates before and after ------------------------------------------
 
 
-def stream_timings(target: Target, count: int, concurrency: int) -> dict[str, float]:
-    """Time to first token and gaps between chunks over `count` streams."""
-    firsts: list[float] = []
-    gaps: list[float] = []
-    body = {**target.body, "stream": True}
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=concurrency))
+def median_of(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
-    def one() -> None:
-        started = time.perf_counter()
-        with session.post(
-            target.url + target.path, json=body, headers=target.headers, stream=True
-        ) as resp:
-            last = None
-            for line in resp.iter_lines():
-                if not line or (target.name != "direct" and b"content" not in line):
-                    continue
-                now = time.perf_counter()
-                if last is None:
-                    firsts.append(now - started)
-                else:
-                    gaps.append(now - last)
-                last = now
 
-    pool = gevent.pool.Pool(concurrency)
-    for _ in range(count):
-        pool.spawn(one)
-    pool.join()
+def in_turn(rnd: int, first: list[Target], pair: list[Target]) -> list[Target]:
+    """The order of one round: `first`, then after and before (swapped every other round)."""
+    return first + (pair if rnd % 2 == 0 else pair[::-1])
+
+
+def first_tokens(firsts: list[float]) -> dict[str, float]:
     return {
-        "ttft_ms": statistics.median(firsts) * 1000,
-        "gap_p50_ms": statistics.median(gaps) * 1000,
-        "gap_p99_ms": sorted(gaps)[int(len(gaps) * 0.99)] * 1000,
+        "p50_ms": streams.percentile(firsts, 0.5) if firsts else float("nan"),
+        "p90_ms": streams.percentile(firsts, 0.9) if firsts else float("nan"),
+        "streams": len(firsts),
     }
 
 
-def held_streams(target: Target, count: int) -> dict[str, float]:
-    """Open `count` slow streams at once; report how many got their first token and the RSS."""
-    first = gevent.lock.Semaphore(0)
-    got: list[int] = []
-    body = {**target.body, "stream": True}
+def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
+    rounds, secs = args.rounds, args.seconds
+    # One fake for rows 1-4 and 6: instant non-streaming replies, streams of 8 tokens 10 ms apart.
+    upstream, fake = start_fake(tokens=8, pace=0.01)
+    direct = Target("direct", upstream, "/api/chat", {**CHAT, "stream": False}, {}, fake)
+    gateways = [("Relay", ROOT)] + ([("Relay before", args.before)] if args.before else [])
 
-    def one() -> None:
-        s = socket.create_connection(("127.0.0.1", int(target.url.rsplit(":", 1)[1])))
-        payload = json.dumps(body).encode()
-        head = (
-            f"POST {target.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Authorization: {target.headers['Authorization']}\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
-        ).encode()
-        s.sendall(head + payload)
-        data = b""
-        while b"content" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        got.append(1)
-        first.release()
-        gevent.sleep(60)  # hold the stream open
-        s.close()
+    def start_pair(upstream: str, **kw: Any) -> list[Target]:
+        pair = []
+        for name, checkout in gateways:
+            target, cold = start_relay(upstream, checkout=checkout, name=name, **kw)
+            r["cold_start_s"].setdefault(name, cold)  # the first start: one worker, cache off
+            pair.append(target)
+        return pair
 
-    greenlets = [gevent.spawn(one) for _ in range(count)]
-    deadline = time.monotonic() + 60
-    while len(got) < count and time.monotonic() < deadline:
-        gevent.sleep(0.2)
-    rss = worker_rss_mb(target)
-    gevent.killall(greenlets, block=False)
-    return {"streams": len(got), "rss_mb": rss}
+    r["cold_start_s"] = {}
+    pair = start_pair(upstream)
+    samples: dict[str, dict[str, list]] = {"c1": {}, "c16": {}}
+    firsts: dict[str, list[float]] = {}
+    litellm = start_litellm(upstream, args.litellm, workdir)
+    if litellm:
+        # LiteLLM first and once (rows 1-3), then stopped: its load stays out of the rounds.
+        print("rows 1-3: LiteLLM", flush=True)
+        proxy, r["cold_start_s"]["LiteLLM"] = litellm
+        wrk(proxy, 4, 1, workdir)
+        for level in samples:
+            samples[level]["LiteLLM"] = [wrk(proxy, int(level[1:]), secs, workdir)]
+        firsts["LiteLLM"] = streams.batches(proxy, 16, secs)
+        proxy.stop()
+    for t in [direct, *pair]:  # warm up
+        wrk(t, 4, 1, workdir)
+
+    print("rows 1-2: non-streaming, c=1 and c=16", flush=True)
+    for rnd in range(rounds):
+        for level in samples:
+            for t in in_turn(rnd, [direct], pair):
+                sample = wrk_cpu(t, int(level[1:]), secs, workdir)
+                samples[level].setdefault(t.name, []).append(sample)
+    for level, by_name in samples.items():
+        r[level] = {n: median_of(s) for n, s in by_name.items()}
+
+    print("rows 3-4: new streams, 16 at a time and 500 within 0.5 s", flush=True)
+    bursts: dict[str, list[float]] = {}
+    for rnd in range(rounds):
+        for t in in_turn(rnd, [direct], pair):
+            firsts.setdefault(t.name, []).extend(streams.batches(t, 16, secs))
+        for t in in_turn(rnd, [direct], pair):
+            bursts.setdefault(t.name, []).extend(streams.burst(t, 500, 0.5))
+            gevent.sleep(0.5)  # let the last streams' connections close
+    r["first_token_16"] = {n: first_tokens(f) for n, f in firsts.items()}
+    r["burst_500"] = {n: first_tokens(f) for n, f in bursts.items()}
+    for n, f in bursts.items():  # how many of each burst got a first token (mean of the rounds)
+        r["burst_500"][n]["streams"] = len(f) // rounds
+    for t in pair:
+        t.stop()
+
+    print("row 6: cache hits, c=1", flush=True)
+    cached = start_pair(upstream, cache=True)
+    for t in cached:
+        wrk(t, 4, 1, workdir)  # stores the reply, then warms up on hits
+        hit = requests.post(t.url + t.path, json=t.body, headers=t.headers, timeout=10)
+        if hit.headers.get("X-Cache") != "HIT":
+            print(f"  warning: {t.name} answered X-Cache {hit.headers.get('X-Cache')}")
+    samples["hit"] = {}
+    for rnd in range(rounds):
+        for t in in_turn(rnd, [direct], cached):
+            samples["hit"].setdefault(t.name, []).append(wrk(t, 1, secs, workdir))
+    r["cache_hit_c1"] = {n: median_of(s) for n, s in samples["hit"].items()}
+    for t in cached:
+        t.stop()
+
+    cores = os.cpu_count() or 1
+    print(f"row 2, again: {cores} workers (one per core), c=16", flush=True)
+    wide = start_pair(upstream, workers=cores)
+    samples["wide"] = {}
+    for t in wide:
+        wrk(t, 16, 1, workdir)
+    for rnd in range(rounds):
+        for t in in_turn(rnd, [], wide):
+            samples["wide"].setdefault(t.name, []).append(wrk(t, 16, secs, workdir))
+    r["per_core_c16"] = {n: median_of(s) for n, s in samples["wide"].items()}
+    for t in [*wide, direct]:
+        t.stop()
+
+    print(f"row 5: {args.held_streams} streams held by one worker", flush=True)
+    # A token every 2 s: this measures holding many open streams, not pushing tokens.
+    upstream, fake = start_fake(tokens=100, pace=2.0)
+    r["held"], r["held_streams"] = {}, args.held_streams
+    for name, checkout in gateways:  # one at a time, each fresh
+        relay, _ = start_relay(upstream, checkout=checkout, name=name)
+        socks = streams.hold(relay, args.held_streams)
+        r["held"][name] = {"streams": len(socks), "rss_mb": rss_mb(worker_pid(relay))}
+        r.setdefault("held_fake_rss_mb", rss_mb(fake.pid))
+        for sock in socks:
+            sock.close()
+        relay.stop()
 
 
-def worker_rss_mb(target: Target) -> float:
-    """RSS of the target's serving process (gunicorn's worker: the master's child)."""
+def wrk_cpu(target: Target, connections: int, seconds: int, workdir: Path) -> dict[str, float]:
+    """wrk, and for a Relay its worker's CPU time per request: the figure a busy machine
+    disturbs least (as in bench/ab.py)."""
+    if not target.name.startswith("Relay"):
+        return wrk(target, connections, seconds, workdir)
+    pid = worker_pid(target)
+    used = cpu_seconds(pid)
+    result = wrk(target, connections, seconds, workdir)
+    used = cpu_seconds(pid) - used
+    result["cpu_us"] = used / max(1.0, result["rps"] * seconds) * 1e6
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pid(target: Target) -> int:
+    """The pid of gunicorn's worker (the master's only child with one worker)."""
     assert target.proc is not None
-    pids = subprocess.run(
-        ["pgrep", "-P", str(target.proc.pid)], capture_output=True, text=True
-    ).stdout.split() or [str(target.proc.pid)]
-    status = Path(f"/proc/{pids[0]}/status").read_text()
+    master = target.proc.pid
+    return int(Path(f"/proc/{master}/task/{master}/children").read_text().split()[0])
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
-# --- the run --------------------------------------------------------------------------------
+def describe(checkout: Path) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return out.stdout.strip()[:72] or str(checkout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, help="a second checkout, run as Relay before")
     parser.add_argument("--litellm", default=str(ROOT / ".bench" / "litellm" / "bin" / "litellm"))
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=4, help="per wrk run and stream sample")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of before and after")
     parser.add_argument("--held-streams", type=int, default=2000)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.before:
+        args.before = args.before.resolve()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
-    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    results: dict[str, dict] = {
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of streams at once
+    # Ctrl-C and a plain `kill` both stop the servers (`finally` below), also when started in
+    # the background, where SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    command = "./bench/run.sh " + " ".join(sys.argv[1:])
+    results: dict[str, Any] = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
-        }
+        },
+        "command": command.strip(),
+        "after": describe(ROOT),
+        **({"before": describe(args.before)} if args.before else {}),
+        "load_average": [os.getloadavg()[0]],
     }
-    started: list[Target] = []
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    started = time.monotonic()
     try:
-        # 1. Non-streaming, instant upstream.
-        upstream, fake = start_fake(tokens=8, pace=0.0)
-        direct = Target("direct", upstream, "/api/chat", {**CHAT, "stream": False}, {}, fake)
-        relay, relay_cold = start_relay(upstream)
-        litellm = start_litellm(upstream, args.litellm, workdir)
-        started += [direct, relay] + ([litellm[0]] if litellm else [])
-        targets = [direct, relay] + ([litellm[0]] if litellm else [])
-        results["cold_start_s"] = {
-            "Relay": relay_cold,
-            **({"LiteLLM": litellm[1]} if litellm else {}),
-        }
-        for t in targets:  # warm up
-            wrk(t, 4, 2, workdir)
-        for c in (1, 16, 64):
-            results[f"c{c}"] = {t.name: wrk(t, c, args.seconds, workdir) for t in targets}
-        for t in targets[1:]:
-            t.stop()
-        # Cache hits: the same request again and again, answered from Relay's reply cache.
-        cached, _ = start_relay(upstream, cache=True)
-        started.append(cached)
-        wrk(cached, 4, 2, workdir)
-        results["cache_hit_c16"] = wrk(cached, 16, args.seconds, workdir)
-        cached.stop()
-        fake.terminate()
-        # 2. Streams at a realistic token pace: 40 tokens, 20 ms apart.
-        upstream, fake = start_fake(tokens=40, pace=0.02)
-        direct = Target("direct", upstream, "/api/chat", {**CHAT, "stream": True}, {}, fake)
-        relay, _ = start_relay(upstream)
-        litellm = start_litellm(upstream, args.litellm, workdir)
-        started += [direct, relay] + ([litellm[0]] if litellm else [])
-        targets = [direct, relay] + ([litellm[0]] if litellm else [])
-        results["streams"] = {t.name: stream_timings(t, 200, 16) for t in targets}
-        # 3. Many slow streams held by one Relay worker.
-        for t in targets[1:]:
-            t.stop()
-        fake.terminate()
-        # A token every 2 s: this measures holding many open streams, not pushing tokens.
-        upstream, fake = start_fake(tokens=100, pace=2.0)
-        relay, _ = start_relay(upstream)
-        started += [Target("fake", upstream, "", {}, {}, fake), relay]
-        results["held"] = held_streams(relay, args.held_streams)
+        run(args, workdir, results)
     finally:
-        for t in started:
-            t.stop()
-    report(results)
+        stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["load_average"].append(os.getloadavg()[0])
+    results["table"] = table.rows(results)
+    print(
+        f"\n{results['command']}   ({time.monotonic() - started:.0f} s; machine "
+        f"{results['machine']}; load average {results['load_average'][0]:.1f} → "
+        f"{results['load_average'][1]:.1f})"
+    )
+    print(f"Relay after: {results['after']}")
+    if args.before:
+        print(f"Relay before: {results['before']}")
+    print(
+        f"{args.rounds} rounds x {args.seconds} s, before and after alternating; "
+        "medians of the rounds (wrk), percentiles of every stream\n"
+    )
+    print(table.render(results))
+    print(table.cpu_note(results))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, ROOT / "bench" / "results.png")
-
-
-def report(r: dict) -> None:
-    names = [n for n in ("direct", "Relay", "LiteLLM") if n in r["c1"]]
-    print(f"\nmachine: {r['machine']}\n")
-    print(f"{'non-streaming':16}" + "".join(f"{n:>26}" for n in names))
-    for c in ("c1", "c16", "c64"):
-        row = "".join(
-            f"{r[c][n]['p50_ms']:8.2f}/{r[c][n]['p99_ms']:7.2f} ms {r[c][n]['rps']:6.0f}/s"
-            for n in names
-        )
-        print(f"concurrency {c[1:]:4}{row}")
-    d, x = r["c16"]["direct"], r["c16"]["Relay"]
-    print(
-        f"\nadded by Relay at concurrency 16: p50 {x['p50_ms'] - d['p50_ms']:.2f} ms, "
-        f"p99 {x['p99_ms'] - d['p99_ms']:.2f} ms"
-    )
-    if "LiteLLM" in names:
-        for c in ("c1", "c16", "c64"):
-            print(
-                f"throughput Relay / LiteLLM at {c[1:]:>2}: "
-                f"{r[c]['Relay']['rps'] / r[c]['LiteLLM']['rps']:.1f}x"
-            )
-    print("\nstreams (40 tokens, 20 ms apart, 16 at a time): TTFT, chunk gap p50/p99")
-    for n, s in r["streams"].items():
-        print(
-            f"  {n:8} {s['ttft_ms']:7.2f} ms   {s['gap_p50_ms']:6.2f} / {s['gap_p99_ms']:6.2f} ms"
-        )
-    hit = r["cache_hit_c16"]
-    print(
-        f"\ncache hits at concurrency 16: p50 {hit['p50_ms']:.2f} ms, {hit['rps']:.0f}/s "
-        f"({hit['rps'] / r['c16']['Relay']['rps']:.1f}x a miss)"
-    )
-    print(
-        f"one Relay worker held {r['held']['streams']} concurrent streams in "
-        f"{r['held']['rss_mb']:.0f} MB RSS"
-    )
-    print("cold start: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["cold_start_s"].items()))
 
 
 def plot(r: dict, path: Path) -> None:
@@ -394,24 +445,16 @@ def plot(r: dict, path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot")
         return
-    names = [n for n in ("direct", "Relay", "LiteLLM") if n in r["c1"]]
+    names = list(r["c1"])
+    levels = ["c1", "c16"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    xs = range(3)
+    width = 0.8 / len(names)
     for i, n in enumerate(names):
-        left.bar(
-            [x + i * 0.25 for x in xs],
-            [r[c][n]["rps"] for c in ("c1", "c16", "c64")],
-            width=0.25,
-            label=n,
-        )
-        right.bar(
-            [x + i * 0.25 for x in xs],
-            [r[c][n]["p99_ms"] for c in ("c1", "c16", "c64")],
-            width=0.25,
-            label=n,
-        )
+        xs = [x + i * width for x in range(len(levels))]
+        left.bar(xs, [r[c][n]["rps"] for c in levels], width=width, label=n)
+        right.bar(xs, [r[c][n]["p99_ms"] for c in levels], width=width, label=n)
     for ax, title in ((left, "requests per second"), (right, "p99 latency (ms)")):
-        ax.set_xticks([x + 0.25 for x in xs], ["c=1", "c=16", "c=64"])
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(levels))], ["c=1", "c=16"])
         ax.set_title(title)
         ax.legend()
     fig.suptitle("Non-streaming chat completions through each target (same machine, same run)")
@@ -421,4 +464,7 @@ def plot(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every server is stopped")
