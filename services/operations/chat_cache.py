@@ -21,11 +21,13 @@ from services.state.reply_cache import CachePolicy, Codec, cache_key
 # Request fields that cannot change the answer, left out of the cache key.
 _INERT = {"stream", "include_usage", "user"}
 _INERT_EXTRA = {"metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+_DECIDING = tuple(f.name for f in dataclasses.fields(ChatRequest) if f.name not in _INERT)
 
 
 def chat_payload(req: ChatRequest) -> dict[str, Any]:
-    """The part of a chat request that decides its answer."""
-    payload = {k: v for k, v in dataclasses.asdict(req).items() if k not in _INERT}
+    """The part of a chat request that decides its answer (its messages stay dataclasses:
+    cache_key writes them out without the deep copy dataclasses.asdict would make)."""
+    payload = {name: getattr(req, name) for name in _DECIDING}
     payload["extra"] = {k: v for k, v in req.extra.items() if k not in _INERT_EXTRA}
     return payload
 

@@ -7,6 +7,7 @@ and embeddings plug in the same way. Redis failures skip the cache; they never f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -55,9 +56,19 @@ def cache_key(endpoint: str, tenant: str, backend: str, payload: Mapping[str, An
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
-        default=str,
+        default=_plain,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot write itself: a dataclass as the dict of its fields (one level: the
+    encoder comes back here for the ones inside), a read-only mapping as a dict, else text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
