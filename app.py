@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -24,13 +25,21 @@ from services.common.log_setup import configure_logging
 from services.core.gateway import build_gateway
 
 
+class SyncFlask(Flask):
+    """Flask without its per-call check for `async def`: Relay has no async views or hooks
+    (docs/design.md §3.2, tests/test_architecture.py), and the check ran ~15 times a request."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return func
+
+
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build a Relay app from the environment (and test overrides)."""
     settings = config.load()
     if overrides:
         settings = config.replace(settings, **overrides)
     configure_logging(settings)
-    app = Flask(__name__)
+    app = SyncFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = StrictJSONProvider(app)
     app.extensions["relay"] = build_gateway(settings)

@@ -53,6 +53,16 @@ def test_only_wsgi_imports_gevent():
             assert "gevent" not in imported_modules(path), path
 
 
+def test_no_async_views_or_hooks():
+    # app.SyncFlask skips Flask's per-call check for coroutines (docs/design.md §3.2): an
+    # `async def` view or hook would hand Flask a coroutine instead of running.
+    sources = [*ROOT.glob("*.py"), *(ROOT / "blueprints").rglob("*.py")]
+    sources += [*(ROOT / "services").rglob("*.py")]
+    for path in sources:
+        tree = ast.parse(path.read_text())
+        assert not any(isinstance(n, ast.AsyncFunctionDef) for n in ast.walk(tree)), path
+
+
 # The layers, lowest first (docs/design.md §2). A module may import its own layer or a lower
 # one, never a higher one; the longest matching prefix names a module's layer.
 LAYERS: dict[str, int] = {

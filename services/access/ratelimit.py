@@ -254,7 +254,7 @@ def rate_limit_headers(key: ApiKey | None) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the limits that applied to this request."""
     headers: dict[str, str] = {}
     item_t = _tokens_item(key) if key is not None else None
-    if item_t is None and not limiter.current_limits:
+    if item_t is None and not (g.get("limiter_ran") and limiter.current_limits):
         return headers  # no limit applied: nothing to report, no storage to ask
     link = _redis_link()
     no_windows: list[tuple[RateLimitItem, WindowStats]] = []
