@@ -164,6 +164,18 @@ def start_relay(
     return Target(name, url, "/v1/chat/completions", CHAT, headers, proc), cold
 
 
+def start_floor(upstream: str, cached: bool = False) -> Target:
+    """bench/floor_app.py under the same gunicorn gevent worker as Relay, one worker."""
+    port = free_port()
+    env = {"FLOOR_UPSTREAM": upstream, "FLOOR_CACHED": "1" if cached else "0"}
+    cmd = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections"]
+    cmd += ["4000", "-b", f"127.0.0.1:{port}", "--chdir", str(ROOT / "bench"), "floor_app:app"]
+    proc = start(cmd, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + "/health")
+    return Target("floor", url, "/v1/chat/completions", CHAT, {}, proc)
+
+
 def start_litellm(upstream: str, litellm: str, workdir: Path) -> tuple[Target, float] | None:
     if not litellm or not Path(litellm).exists():
         return None
@@ -260,7 +272,7 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
         return pair
 
     r["cold_start_s"] = {}
-    pair = start_pair(upstream)
+    pair = [*start_pair(upstream), start_floor(upstream)]
     samples: dict[str, dict[str, list]] = {"c1": {}, "c16": {}}
     firsts: dict[str, list[float]] = {}
     litellm = start_litellm(upstream, args.litellm, workdir)
@@ -287,10 +299,11 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
 
     print("rows 3-4: new streams, 16 at a time and 500 within 0.5 s", flush=True)
     bursts: dict[str, list[float]] = {}
+    gateways_only = [t for t in pair if t.name != "floor"]  # the floor app does not stream
     for rnd in range(rounds):
-        for t in in_turn(rnd, [direct], pair):
+        for t in in_turn(rnd, [direct], gateways_only):
             firsts.setdefault(t.name, []).extend(streams.batches(t, 16, secs))
-        for t in in_turn(rnd, [direct], pair):
+        for t in in_turn(rnd, [direct], gateways_only):
             bursts.setdefault(t.name, []).extend(streams.burst(t, 500, 0.5))
             gevent.sleep(0.5)  # let the last streams' connections close
     r["first_token_16"] = {n: first_tokens(f) for n, f in firsts.items()}
@@ -301,11 +314,11 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
         t.stop()
 
     print("row 6: cache hits, c=1", flush=True)
-    cached = start_pair(upstream, cache=True)
+    cached = [*start_pair(upstream, cache=True), start_floor(upstream, cached=True)]
     for t in cached:
         wrk(t, 4, 1, workdir)  # stores the reply, then warms up on hits
         hit = requests.post(t.url + t.path, json=t.body, headers=t.headers, timeout=10)
-        if hit.headers.get("X-Cache") != "HIT":
+        if t.name != "floor" and hit.headers.get("X-Cache") != "HIT":
             print(f"  warning: {t.name} answered X-Cache {hit.headers.get('X-Cache')}")
     samples["hit"] = {}
     for rnd in range(rounds):
