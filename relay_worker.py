@@ -10,8 +10,10 @@ parser: less work per request (docs/design.md §3.5). As shipped it differs from
   `Connection: close` goes out and the rest of an unread body is never read;
 - a connection waits at most `keepalive` seconds for the next request line and headers (pywsgi
   alone waits forever), and a stopping worker closes connections after their current answer;
-- a header block is bounded like gunicorn's (`limit_request_fields`,
-  `limit_request_field_size`): 431 past either, a 400 for a bad request line or header, never a 500.
+- gunicorn's limits: `limit_request_line` (414), `limit_request_fields` and
+  `limit_request_field_size` (431); a bad request line or header is a 400, never a 500;
+- a body is framed one way only: a Content-Length with chunked, two lengths or another coding
+  are refused, as gunicorn's parser refuses them.
 """
 
 from __future__ import annotations
