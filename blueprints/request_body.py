@@ -65,10 +65,10 @@ class _Receipt:
         self.refused = False  # it was slow while the caller's slots were all taken
         self.expired = False  # the deadline passed before the body was in
         self.complete = False  # the body was read to its end
-        # gunicorn reads the body in a loop of socket reads, so a timeout per read would never
+        # The server reads the body in a loop of socket reads, so a timeout per read would never
         # fire on a steady trickle: a watchdog ends the reading side instead, first when the
-        # body turns out slow with no slot free, else at the deadline. (Outside gunicorn there
-        # is no deadline and no cap.)
+        # body turns out slow with no slot free, else at the deadline. Both of Relay's workers
+        # put the client socket there (relay_worker.py); outside gunicorn there is no deadline.
         self.sock: Any = request.environ.get("gunicorn.socket")
         self.grace = min(SLOW_AFTER, seconds)
         self.watchdog: Deadline | None = None
@@ -116,7 +116,7 @@ class _Receipt:
             return b""
         try:
             chunk: bytes | None = self.stream.read(size)
-        except OSError:  # gunicorn's NoMoreData included: the client (or the watchdog) ended it
+        except OSError:  # NoMoreData, pywsgi's IOError: the client (or the watchdog) ended it
             chunk = None
         if self.refused or self.expired or chunk is None:
             self.finish()
@@ -213,7 +213,7 @@ def _end_connection(response: Response) -> Response:
 
 
 def _body_left_unread() -> bool:
-    # Refused before reading (no key, a rate limit): otherwise gunicorn would read the rest of
+    # Refused before reading (no key, a rate limit): otherwise the server would read the rest of
     # the body, however slowly it comes, to find the next request on the connection.
     framed = (
         bool(request.content_length)
@@ -225,7 +225,7 @@ def _body_left_unread() -> bool:
 
 def _linger(sock: socket.socket) -> None:
     # Once the answer is written: end our side, then read and drop what the client is still
-    # sending for a moment before gunicorn closes. Closing with unread bytes would reset the
+    # sending for a moment before the server closes. Closing with unread bytes would reset the
     # connection, and the client could lose the answer (nginx's lingering_close, in short).
     end = time.monotonic() + LINGER_SECONDS
     with contextlib.suppress(OSError):  # a timeout included

@@ -108,6 +108,8 @@ class Gateway(ServerProcess):
             # One worker unless a test asks for more: with REDIS_URL the default is one per core
             # (docs/operations.md "Workers"), and the tests count per-worker things.
             "RELAY_WORKERS": "1",
+            # GUNICORN_CMD_ARGS="-k ..." runs every gateway under another worker class.
+            **{k: v for k, v in os.environ.items() if k == "GUNICORN_CMD_ARGS"},
             **env,
         }
         self.proc = subprocess.Popen(

@@ -72,7 +72,7 @@ def test_image_is_small_debian_python_and_runs_as_non_root():
 def test_image_runs_gunicorn_with_the_projects_config_and_checks_health():
     steps = dict(instructions())
     assert steps["CMD"] == '["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]'
-    assert 'worker_class = "gevent"' in (ROOT / "gunicorn.conf.py").read_text()
+    assert 'worker_class = "relay_worker.RelayWorker"' in (ROOT / "gunicorn.conf.py").read_text()
     assert steps["HEALTHCHECK"].endswith('CMD ["python", "scripts/healthcheck.py"]')
     assert steps["EXPOSE"] == dockerfile_env()["PORT"] == "3000"
     assert steps["STOPSIGNAL"] == "SIGTERM"

@@ -138,7 +138,8 @@ def test_chunked_body_under_the_limit_works(gateway, ollama: FakeOllama):
     sock.close()
     assert status == 200, body
     assert body["choices"][0]["message"]["role"] == "assistant"
-    assert headers["connection"] == "keep-alive"  # a body read in full leaves it reusable
+    # A body read in full leaves it reusable (HTTP/1.1's default when the answer says nothing).
+    assert headers.get("connection", "keep-alive") == "keep-alive"
 
 
 # --- slow bodies: a deadline, and a cap per key ---------------------------------------------
