@@ -63,6 +63,9 @@ class _BoundedLines:
         return line
 
 
+COALESCE = 65536  # bytes of body sent in the same send as the headers (a copy costs more)
+
+
 class RelayHandler(PyWSGIHandler):  # type: ignore[misc]  # gunicorn is untyped
     """One client connection: its requests one after the other, as gunicorn would serve them."""
 
@@ -138,6 +141,28 @@ class RelayHandler(PyWSGIHandler):  # type: ignore[misc]  # gunicorn is untyped
         finally:
             if self.close_connection:
                 self.wsgi_input = _NO_BODY_LEFT
+
+    # The status line and headers go out in one send with the first piece of body (up to
+    # COALESCE bytes), not two: each send on a connection wakes the client once more
+    # (docs/design.md §12). `_held` is None while the header block is awaited.
+    _held: bytes | bytearray | None = b""
+
+    def _write_with_headers(self, data: bytes) -> None:
+        self._held = None if len(data) <= COALESCE else b""
+        try:
+            super()._write_with_headers(data)
+            if self._held:  # no body came with the headers (an empty first piece)
+                super()._sendall(self._held)
+        finally:
+            self._held = b""
+
+    def _sendall(self, data: bytes | bytearray) -> None:
+        if self._held is None:
+            self._held = data  # the header block: sent with the body's first piece, next
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        super()._sendall(data)
 
     def log_request(self) -> None:
         if self.worker.cfg.accesslog:  # Relay writes its own access line (gunicorn.conf.py)
