@@ -28,8 +28,11 @@ from bench.compare import CHAT, Target, start_fake
 from tests.observe import rss_kib
 
 
-def request(target: Target) -> bytes:
-    payload = json.dumps({**CHAT, "stream": True}).encode()
+def request(target: Target, prompt_bytes: int = 0) -> bytes:
+    body: dict = {**CHAT, "stream": True}
+    if prompt_bytes:  # a long conversation, as coding agents send
+        body["messages"] = [{"role": "user", "content": "word " * (prompt_bytes // 5)}]
+    payload = json.dumps(body).encode()
     head = (
         f"POST {target.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Authorization: {target.headers['Authorization']}\r\n"
@@ -38,10 +41,12 @@ def request(target: Target) -> bytes:
     return head + payload
 
 
-def burst(target: Target, count: int, spread: float) -> tuple[list[float], list[socket.socket]]:
+def burst(
+    target: Target, count: int, spread: float, prompt_bytes: int = 0
+) -> tuple[list[float], list[socket.socket]]:
     """Open `count` streams over `spread` seconds; the first-token times and the open sockets."""
     port = int(target.url.rsplit(":", 1)[1])
-    raw = request(target)
+    raw = request(target, prompt_bytes)
     firsts: list[float] = []
     held: list[socket.socket] = []
 
@@ -64,14 +69,14 @@ def burst(target: Target, count: int, spread: float) -> tuple[list[float], list[
     return firsts, held
 
 
-def measure(target: Target, count: int, spread: float) -> dict[str, float]:
+def measure(target: Target, count: int, spread: float, prompt_bytes: int) -> dict[str, float]:
     pid = worker_pid(target)
-    firsts, held = burst(target, 8, 0.0)  # warm the worker: lazy imports, pools
+    firsts, held = burst(target, 8, 0.0, prompt_bytes)  # warm the worker: lazy imports, pools
     for s in held:
         s.close()
     gevent.sleep(1.5)
     rss, cpu = rss_kib(pid), cpu_seconds(pid)
-    firsts, held = burst(target, count, spread)
+    firsts, held = burst(target, count, spread, prompt_bytes)
     used = cpu_seconds(pid) - cpu
     gevent.sleep(1.0)  # every stream is held now, past its first token
     grown = rss_kib(pid) - rss
@@ -94,6 +99,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--spread", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompt-bytes", type=int, default=0, help="a longer request body")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -106,7 +112,9 @@ def main() -> None:
             for name in order:
                 target = start_gateway(checkouts[name], upstream, name, {})
                 try:
-                    results[name].append(measure(target, args.streams, args.spread))
+                    results[name].append(
+                        measure(target, args.streams, args.spread, args.prompt_bytes)
+                    )
                 finally:
                     target.stop()
                 print(name, results[name][-1], flush=True)

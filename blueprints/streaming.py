@@ -239,9 +239,12 @@ class _Pump:
     has no reason to look again; each is released by the other side only.
     """
 
-    __slots__ = ("items", "ready", "room", "stopped", "upstreams", "running")
+    __slots__ = ("items", "ready", "room", "stopped", "upstreams", "running", "start")
 
     def __init__(self, start: Callable[[], Streamed[bytes]]) -> None:
+        # Handed over as an attribute, not as the thread's argument, which gevent keeps until
+        # the thread ends: `start` holds the parsed request, needed only until it has run.
+        self.start: Callable[[], Streamed[bytes]] | None = start
         self.items: deque[object] = deque()
         self.ready, self.room = threading.Lock(), threading.Lock()
         self.ready.acquire()
@@ -249,7 +252,7 @@ class _Pump:
         self.stopped = False
         self.upstreams = cutoff.Watch()
         self.running = True
-        _thread.start_new_thread(self._run, (start,))
+        _thread.start_new_thread(self._run, ())
 
     def get(self, timeout: float) -> object:
         items = self.items
@@ -280,11 +283,14 @@ class _Pump:
             self.ready.release()
         return True
 
-    def _run(self, start: Callable[[], Streamed[bytes]]) -> None:
+    def _run(self) -> None:
         cutoff.watch(self.upstreams)
+        start, self.start = self.start, None
         outcome: Streamed[bytes] | None = None
         try:
+            assert start is not None
             outcome = start()
+            del start  # it holds the request: not for the whole stream (docs/design.md §4.6)
             if self._put(_Started(outcome)):
                 for frame in outcome.deltas:
                     if not self._put(frame):
