@@ -79,7 +79,8 @@ def measure(target: Target, count: int, spread: float, prompt_bytes: int) -> dic
     firsts, held = burst(target, count, spread, prompt_bytes)
     used = cpu_seconds(pid) - cpu
     gevent.sleep(1.0)  # every stream is held now, past its first token
-    grown = rss_kib(pid) - rss
+    held_kib = rss_kib(pid)
+    grown = held_kib - rss
     for s in held:
         s.close()
     firsts.sort()
@@ -89,6 +90,7 @@ def measure(target: Target, count: int, spread: float, prompt_bytes: int) -> dic
         "ttft_p90_ms": firsts[int(len(firsts) * 0.9)] * 1000 if firsts else float("nan"),
         "open_cpu_us": used / count * 1e6,
         "kib_per_stream": grown / count,
+        "rss_held_mib": held_kib / 1024,
     }
 
 
@@ -122,7 +124,14 @@ def main() -> None:
         os.killpg(fake.pid, 15)
     print(f"\n{args.streams} streams over {args.spread} s, median of {args.rounds} rounds")
     print(f"{'':18}{'before':>10}{'after':>10}{'ratio':>7}")
-    for field in ("started", "ttft_p50_ms", "ttft_p90_ms", "open_cpu_us", "kib_per_stream"):
+    for field in (
+        "started",
+        "ttft_p50_ms",
+        "ttft_p90_ms",
+        "open_cpu_us",
+        "kib_per_stream",
+        "rss_held_mib",
+    ):
         a, b = (statistics.median(r[field] for r in results[t]) for t in ("before", "after"))
         print(f"{field:18}{a:10.1f}{b:10.1f}{b / a if a else float('nan'):7.2f}")
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import _thread
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import Response
 from loguru import logger
+from werkzeug.wsgi import ClosingIterator
 
 from blueprints.access_record import AccessRecord
 from services.core import cutoff
@@ -20,17 +21,32 @@ from services.core.errors import GatewayError
 from services.core.pipeline import Call, Streamed
 from services.core.types import StreamStats
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
 KEEPALIVE = b": keep-alive\n\n"
 QUEUED = 8  # frames a pump reads ahead of a slow client
+
+
+class _FramesResponse(Response):
+    """A response whose body is encoded frames already: the WSGI server iterates them without
+    werkzeug's encoding generator in between (one level less in a held stream, docs/design.md
+    §4.6); closing it still runs its on-close callbacks (the access record, the key's slot).
+    The body's `close()` runs twice (as the iterable, then from `Response.close`): it may."""
+
+    def get_app_iter(self, environ: WSGIEnvironment) -> Iterable[bytes]:
+        body = super().get_app_iter(environ)
+        return ClosingIterator(body, self.close) if body is self.response else body
 
 
 def sse_response(frames: Iterator[bytes], mimetype: str = "text/event-stream") -> Response:
     # No Content-Length: gunicorn sends it chunked, frame by frame. X-Accel-Buffering stops
     # nginx from holding the stream back.
-    return Response(
+    return _FramesResponse(
         frames,
         mimetype=mimetype,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        direct_passthrough=True,
     )
 
 
