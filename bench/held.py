@@ -49,6 +49,7 @@ def burst(
     raw = request(target, prompt_bytes)
     firsts: list[float] = []
     held: list[socket.socket] = []
+    failures: list[bytes] = []
 
     def one(delay: float) -> None:
         gevent.sleep(delay)
@@ -60,12 +61,15 @@ def burst(
         while b"tok" not in data:
             chunk = s.recv(65536)
             if not chunk:
+                failures.append(data[:300])
                 return
             data += chunk
         firsts.append(time.perf_counter() - started)
 
     greenlets = [gevent.spawn(one, spread * i / count) for i in range(count)]
     gevent.joinall(greenlets, timeout=120)
+    if failures:
+        print(f"{len(failures)} streams failed to start, the first: {failures[0]!r}")
     return firsts, held
 
 
@@ -89,7 +93,7 @@ def measure(target: Target, count: int, spread: float, prompt_bytes: int) -> dic
         "ttft_p50_ms": statistics.median(firsts) * 1000 if firsts else float("nan"),
         "ttft_p90_ms": firsts[int(len(firsts) * 0.9)] * 1000 if firsts else float("nan"),
         "open_cpu_us": used / count * 1e6,
-        "kib_per_stream": grown / count,
+        "kib_per_stream": grown / max(1, len(firsts)),
         "rss_held_mib": held_kib / 1024,
     }
 
