@@ -61,9 +61,10 @@ def create_message() -> Response:
     call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     if req.stream:
         estimate = chat_prompt_tokens(req)
+        model = req.model  # `frames` outlives the start: not the request (docs/design.md §4.6)
 
         def frames(deltas: Iterator[ChatDelta], stats: StreamStats) -> Iterator[bytes]:
-            return render_stream(deltas, req.model, estimate, stats)
+            return render_stream(deltas, model, estimate, stats)
 
         def opened(stats: StreamStats) -> Streamed[bytes]:
             out = chat.stream(gw, call, req)

@@ -25,9 +25,12 @@ def create_chat_completion() -> Response:
     record.model, record.stream = req.model, req.stream
     call = pipeline.open_call(gw, req.model, g.api_key, call_context(), g.cache_policy)
     if req.stream:
+        # `frames` outlives the start (it renders a late failure), so it keeps two fields,
+        # not the request (docs/design.md §4.6).
+        model, include_usage = req.model, req.include_usage
 
         def frames(deltas: Iterator[ChatDelta], stats: StreamStats) -> Iterator[bytes]:
-            return render_chat_stream(deltas, req.model, req.include_usage, stats)
+            return render_chat_stream(deltas, model, include_usage, stats)
 
         def opened(stats: StreamStats) -> Streamed[bytes]:
             out = chat.stream(gw, call, req)

@@ -77,26 +77,27 @@ class Streamed(Generic[D]):
     cache: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     route: str | None = None  # the target that produced the first delta; None: the cache
+    source: Streamed[Any] | None = None  # what `deltas` were rendered from (`framed`)
 
     def framed(self, frames: Iterator[E]) -> Streamed[E]:
-        """The same outcome with its deltas rendered by a face (into frames)."""
-        closing = _closing(frames, self.deltas)
-        return Streamed(self.backend, closing, self.cache, self.headers, self.route)
+        """The same outcome with its deltas rendered by a face (into frames); whoever reads
+        the frames calls `close()` when they end or are abandoned."""
+        return Streamed(self.backend, frames, self.cache, self.headers, self.route, self)
 
+    def close(self) -> None:
+        """Close the frames, then the deltas they were rendered from.
 
-def _closing(frames: Iterator[E], source: Iterator[Any]) -> Iterator[E]:
-    """A face's frames that close their source of deltas when they end or are closed.
-
-    A face may stop reading at the reply's last delta (Anthropic's `message_stop`); the
-    backend's stream must then release its upstream connection at once, not when the garbage
-    collector finds the suspended generator.
-    """
-    try:
-        yield from frames
-    finally:
-        close = getattr(source, "close", None)
+        A face may stop reading at the reply's last delta (Anthropic's `message_stop`); the
+        backend's stream must then release its upstream connection (and its slot) at once,
+        not when the garbage collector finds the suspended generator. Not a generator
+        wrapped around the frames: each generator level a held stream is suspended in costs
+        its greenlet a copy of that level's C stack (docs/design.md §4.6).
+        """
+        close = getattr(self.deltas, "close", None)
         if close is not None:
             close()
+        if self.source is not None:
+            self.source.close()
 
 
 def cacheable(route: Route, ctx: CallContext, policy: CachePolicy) -> CachePolicy:

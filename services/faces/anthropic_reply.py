@@ -179,10 +179,27 @@ class _Blocks:
                 "content_block_start",
                 {"type": "content_block_start", "index": self.index, "content_block": block},
             )
-        delta = {"type": f"{kind}_delta", kind: text}
-        yield self._event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": self.index, "delta": delta},
+        yield self._text_delta(kind, text)
+
+    def _text_delta(self, kind: str, text: str) -> bytes:
+        """The event of most chunks, written from its parts with only the text encoded: the
+        bytes `event()` gives, key for key (`kind` is `text` or `thinking`)."""
+        self.stats.chunks += 1
+        if self.stats.first_token is None:
+            self.stats.first_token = time.perf_counter()
+        name = kind.encode()
+        return b"".join(
+            (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
+                str(self.index).encode(),
+                b',"delta":{"type":"',
+                name,
+                b'_delta","',
+                name,
+                b'":',
+                encode_json(text),
+                b"}}\n\n",
+            )
         )
 
     def call(self, call: ToolCall) -> Iterator[bytes]:

@@ -125,35 +125,49 @@ def render_chat_stream(
         "model": model,
         "system_fingerprint": None,
     }
-    tail = {"usage": None} if include_usage else {}
+    # Every chunk is the same object but for its delta, logprobs and finish reason: its bytes
+    # are encoded once and only the parts that change are encoded per chunk. The output is
+    # what encoding the whole object gives, key for key (docs/design.md §5.1).
+    opening = b"data: " + encode_json(head)[:-1] + b',"choices":[{"index":0,"delta":'
+    closing = b"}]" + (b',"usage":null}\n\n' if include_usage else b"}\n\n")
 
-    def frame(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+    def frame(delta: bytes, finish: str | None = None, logprobs: Any = None) -> bytes:
         stats.chunks += 1
         if stats.first_token is None and stats.chunks > 1:  # the role chunk is not a token
             stats.first_token = time.perf_counter()
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return b"data: " + encode_json({**head, "choices": [choice], **tail}) + b"\n\n"
+        return b"".join(
+            (
+                opening,
+                delta,
+                b',"logprobs":',
+                b"null" if logprobs is None else encode_json(logprobs),
+                b',"finish_reason":',
+                b"null" if finish is None else encode_json(finish),
+                closing,
+            )
+        )
 
     seen_tools: set[int] = set()
     sent_text = False
     try:
-        yield frame({"role": "assistant", "content": ""})
+        yield frame(b'{"role":"assistant","content":""}')
         for d in deltas:
             if d.reasoning:
-                yield frame({"reasoning_content": d.reasoning})
+                yield frame(b'{"reasoning_content":' + encode_json(d.reasoning) + b"}")
             if d.refusal:
-                yield frame({"refusal": d.refusal})
+                yield frame(b'{"refusal":' + encode_json(d.refusal) + b"}")
             if d.content:
                 text = REPLACE_SEPARATOR + d.content if d.replace and sent_text else d.content
                 sent_text = True
-                yield frame({"content": text}, logprobs=_plain(d.logprobs))
+                yield frame(b'{"content":' + encode_json(text) + b"}", None, _plain(d.logprobs))
             elif d.logprobs and not (d.reasoning or d.refusal or d.tool_calls):
-                yield frame({}, logprobs=_plain(d.logprobs))
+                yield frame(b"{}", None, _plain(d.logprobs))
             if d.tool_calls:
-                yield frame({"tool_calls": [_tool_delta(c, seen_tools) for c in d.tool_calls]})
+                calls = [_tool_delta(c, seen_tools) for c in d.tool_calls]
+                yield frame(encode_json({"tool_calls": calls}))
             if d.finish_reason is not None:
                 stats.finish_reason, stats.usage = d.finish_reason, d.usage
-                yield frame({}, d.finish_reason)
+                yield frame(b"{}", d.finish_reason)
                 if include_usage:
                     usage = render_usage(d.usage or Usage())
                     yield b"data: " + encode_json({**head, "choices": [], "usage": usage}) + b"\n\n"

@@ -124,8 +124,15 @@ def render_chat_stream(
     deltas: Iterator[ChatDelta], model: str, stats: StreamStats, started: float
 ) -> Iterator[bytes]:
     """Core deltas as /api/chat NDJSON lines."""
+    # A line of text alone is written from its parts, encoded once: the bytes encoding the
+    # whole object gives, key for key; `created_at` is ASCII digits and punctuation.
+    opening = b'{"model":' + encode_json(model) + b',"created_at":"'
+    text = b'","message":{"role":"assistant","content":'
 
-    def line(content: str, reasoning: str, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
+    def line(content: str, reasoning: str, calls: tuple[ToolCall, ...]) -> dict[str, Any] | bytes:
+        if not reasoning and not calls:
+            when = created_at().encode()
+            return b"".join((opening, when, text, encode_json(content), b'},"done":false}\n'))
         message = _message(content, reasoning, calls)
         return {"model": model, "created_at": created_at(), "message": message, "done": False}
 
@@ -171,7 +178,8 @@ def _stream(
                 stats.chunks += 1
                 if stats.first_token is None:
                     stats.first_token = time.perf_counter()
-                yield encode_json(line(content, d.reasoning, d.tool_calls)) + b"\n"
+                piece = line(content, d.reasoning, d.tool_calls)
+                yield piece if isinstance(piece, bytes) else encode_json(piece) + b"\n"
             if d.finish_reason is not None:
                 stats.finish_reason, stats.usage = d.finish_reason, d.usage
                 out = final(d)

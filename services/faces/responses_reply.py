@@ -227,14 +227,7 @@ class ResponseEvents:
             )
         else:
             parts[-1]["text"] += text
-            yield self._event(
-                "response.output_text.delta",
-                item_id=item["id"],
-                output_index=index,
-                content_index=len(parts) - 1,
-                delta=text,
-                logprobs=[],
-            )
+            yield self._text_delta(item["id"], index, len(parts) - 1, text)
 
     def _open(self, kind: str) -> dict[str, Any]:
         if kind == "message":
@@ -329,6 +322,27 @@ class ResponseEvents:
             output=[dict(i) for i in self.output],
             usage=usage,
             error=error,
+        )
+
+    def _text_delta(self, item_id: str, index: int, content_index: int, text: str) -> bytes:
+        """The event of most chunks, written from its parts with only the strings encoded: the
+        bytes `_event()` gives, key for key."""
+        seq, self.seq = self.seq, self.seq + 1
+        return b"".join(
+            (
+                b"event: response.output_text.delta\n"
+                b'data: {"type":"response.output_text.delta","sequence_number":',
+                str(seq).encode(),
+                b',"item_id":',
+                encode_json(item_id),
+                b',"output_index":',
+                str(index).encode(),
+                b',"content_index":',
+                str(content_index).encode(),
+                b',"delta":',
+                encode_json(text),
+                b',"logprobs":[]}\n\n',
+            )
         )
 
     def _event(self, kind: str, **fields: Any) -> bytes:
