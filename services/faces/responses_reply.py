@@ -131,6 +131,28 @@ class ResponseEvents:
         self.output: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None  # the reasoning or message item being written
         self.calls: dict[int, dict[str, Any]] = {}
+        # Text still to be added to one field of the output (a part's text, a call's
+        # arguments): `field += delta` per chunk would copy the whole text each time.
+        self.pending: list[str] = []
+        self.pending_at: tuple[dict[str, Any], str] | None = None
+
+    def _append(self, target: dict[str, Any], name: str, text: str) -> None:
+        if (
+            self.pending_at is None
+            or self.pending_at[0] is not target
+            or self.pending_at[1] != name
+        ):
+            self._flush()
+            self.pending_at = (target, name)
+        self.pending.append(text)
+
+    def _flush(self) -> None:
+        """Write the pending text into its field: before any event or snapshot that shows it."""
+        if self.pending_at is not None:
+            target, name = self.pending_at
+            target[name] += "".join(self.pending)
+            self.pending.clear()
+            self.pending_at = None
 
     def frames(self, deltas: Iterator[ChatDelta]) -> Iterator[bytes]:
         """Yield the encoded `event:`/`data:` frames of the whole stream."""
@@ -194,7 +216,7 @@ class ResponseEvents:
             text = REPLACE_SEPARATOR + text  # a stream cannot take back what it sent
         index = self.output.index(item)
         if item_type == "reasoning":
-            item["summary"][0]["text"] += text
+            self._append(item["summary"][0], "text", text)
             yield self._event(
                 "response.reasoning_summary_text.delta",
                 item_id=item["id"],
@@ -208,6 +230,7 @@ class ResponseEvents:
         if not parts or parts[-1]["type"] != part_type:
             if parts:
                 yield from self._close_part(item)
+            self._flush()
             parts.append(_refusal_part("") if kind == "refusal" else _text_part(""))
             yield self._event(
                 "response.content_part.added",
@@ -217,7 +240,7 @@ class ResponseEvents:
                 part=dict(parts[-1]),
             )
         if kind == "refusal":
-            parts[-1]["refusal"] += text
+            self._append(parts[-1], "refusal", text)
             yield self._event(
                 "response.refusal.delta",
                 item_id=item["id"],
@@ -226,7 +249,7 @@ class ResponseEvents:
                 delta=text,
             )
         else:
-            parts[-1]["text"] += text
+            self._append(parts[-1], "text", text)
             yield self._text_delta(item["id"], index, len(parts) - 1, text)
 
     def _open(self, kind: str) -> dict[str, Any]:
@@ -257,6 +280,7 @@ class ResponseEvents:
 
     def _close_part(self, item: dict[str, Any]) -> Iterator[bytes]:
         """End the message's last content part: its .done event, then content_part.done."""
+        self._flush()
         index, content_index = self.output.index(item), len(item["content"]) - 1
         part = item["content"][-1]
         at = {"item_id": item["id"], "output_index": index, "content_index": content_index}
@@ -267,6 +291,7 @@ class ResponseEvents:
         yield self._event("response.content_part.done", **at, part=dict(part))
 
     def _close_open(self) -> Iterator[bytes]:
+        self._flush()
         item, self.open = self.open, None
         if item is None:
             return
@@ -303,7 +328,7 @@ class ResponseEvents:
             yield self._event(
                 "response.output_item.added", output_index=len(self.output) - 1, item=item
             )
-        item["arguments"] += call.arguments
+        self._append(item, "arguments", call.arguments)
         yield self._event(
             "response.function_call_arguments.delta",
             item_id=item["id"],
@@ -314,6 +339,7 @@ class ResponseEvents:
     def _snapshot(
         self, status: str, usage: Usage | None = None, error: GatewayError | None = None
     ) -> dict[str, Any]:
+        self._flush()
         return render_response(
             self.rreq,
             self.rid,
