@@ -65,7 +65,7 @@ class Transport:
             return self.session.request(
                 method, url, json=json, stream=stream, timeout=timeout, **extra
             )
-        prepared = self._prepare(method, url, json, extra.get("headers"))
+        prepared = self.prepare(method, url, json, extra.get("headers"))
         start = time.perf_counter()
         resp = self.adapter.send(prepared, stream=stream, timeout=timeout, proxies={})
         resp.elapsed = timedelta(seconds=time.perf_counter() - start)
@@ -75,7 +75,7 @@ class Transport:
             resp.content  # noqa: B018 - read now, as Session.send does, inside the caller's error mapping
         return resp
 
-    def _prepare(
+    def prepare(
         self, method: str, url: str, json: Any, headers: dict[str, str | None] | None
     ) -> requests.PreparedRequest:
         """What Session.prepare_request would build for these arguments, without its merges."""
