@@ -111,6 +111,7 @@ class Transport:
     def _template(self, url: str) -> _Template:
         """The session's own preparation of a bare request to this URL, kept for the next."""
         bare = self.session.prepare_request(requests.Request("GET", url))
+        bare.headers.pop("Cookie", None)  # the short way sends no cookies: none kept here
         authorization = (
             bare.headers.pop("Authorization", None) if any(get_auth_from_url(url)) else None
         )
@@ -227,6 +228,7 @@ class _Connection(HTTPConnection):
             and not kw.get("chunked")
             and headers is not None
             and "content-length" in (name.lower() for name in headers)
+            and self._tunnel_host is None  # a proxy's CONNECT is the first write then
         ):
             self._glued, body = body, None
         try:
