@@ -83,30 +83,43 @@ class ClosesIdleConnections:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
-            except OSError:  # closed: the test is over
+            except OSError:  # shut down: the test is over
                 return
             self.accepted += 1
             with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += conn.recv(65536)
-                head, _, body = head.partition(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
-                while length and len(body) < int(length[1]):
-                    body += conn.recv(65536)
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%b" % (len(self.REPLY), self.REPLY)
-                )
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if not (more := conn.recv(65536)):
+                return
+            data += more
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        while length and len(body) < int(length[1]):
+            if not (more := conn.recv(65536)):
+                return
+            body += more
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(self.REPLY), self.REPLY)
+        )
 
     def close(self) -> None:
+        # Shut down before closing: a thread blocked in accept() on a closed socket would stay
+        # there, and its descriptor number may serve another test's server next.
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
         self.listener.close()
+        assert not self.thread.is_alive()
 
 
 def test_an_upstream_that_closed_an_idle_connection_costs_no_request(start_gateway):
