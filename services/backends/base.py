@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 
 import requests
 from loguru import logger
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from config import BackendSettings, Settings
 from services.backends.hosts import HostPool, label
 from services.backends.image_inputs import ImageLoader
+from services.backends.transport import Transport
 from services.common.outbound import FetchPolicy, FetchRefusedError, fetch_guarded, shown_url
 from services.core import cutoff
 from services.core.collector import collect
@@ -72,17 +72,8 @@ class Backend:
         self.accepts_caller_keys = settings.allow_caller_keys
         self.timeout = (settings.connect_timeout, settings.read_timeout)
         self.images = tools.images
-        self.session = requests.Session()
-        # Don't consult proxy variables and .netrc on every call: it costs a scan of the
-        # environment per request, and upstream addresses come from Relay's configuration.
-        self.session.trust_env = False
-        # One pool slot per concurrent request of the worker, or gevent requests queue up
-        # behind the default ten (gevent/gevent#355).
-        adapter = HTTPAdapter(
-            pool_connections=4, pool_maxsize=shared.worker_connections, max_retries=0
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.transport = Transport(shared.worker_connections)
+        self.session = self.transport.session
 
     @property
     def title(self) -> str:
@@ -151,13 +142,13 @@ class Backend:
             if attempt:
                 time.sleep(min(0.05 * 2**attempt, 1.0))
             try:
-                resp = self.session.request(
+                resp = self.transport.send(
                     method,
                     host + path,
                     json=json,
                     stream=stream,
                     timeout=timeout or self.timeout,
-                    **extra,
+                    extra=extra,
                 )
             except (requests.ConnectTimeout, requests.ConnectionError) as e:
                 if not absolute:

@@ -7,6 +7,7 @@ counts the connections it holds open, so tests can see that Relay closed every o
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -136,4 +137,9 @@ class RawUpstream:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def close(self) -> None:
+        # Shut down before closing: a thread left in accept() on a closed socket can take the
+        # connections of the next server given the same descriptor number (another test's fake).
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
         self.sock.close()
