@@ -178,6 +178,9 @@ class Backend:
                 resp.close()
         if stream:
             cutoff.opened(resp)  # so a vanished client's stream can be cut (cutoff.py)
+            # Sent: a stream may last minutes, and an agent's request body is often hundreds
+            # of KiB that nothing reads again (docs/design.md §4.6).
+            resp.request.body = None
         return resp
 
     def _iter_body(self, resp: requests.Response) -> Iterator[bytes]:

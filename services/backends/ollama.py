@@ -106,6 +106,7 @@ class OllamaBackend(Backend):
 
     def stream_chat(self, req: ChatRequest, ctx: CallContext) -> Generator[ChatDelta, None, None]:
         resp = self._post_chat(req, stream=True)
+        del req  # sent: not kept for the stream's life (docs/design.md §4.6)
         body = self._iter_body(resp)
         try:
             calls_seen = 0
