@@ -30,6 +30,7 @@ CATEGORIES = [
     ("DNS via gevent thread pool", r"gevent/resolver|gevent/threadpool|gevent/_threading"),
     ("flask-limiter / limits", r"flask_limiter/|/limits/"),
     ("requests / urllib3 / http.client", r"requests/|urllib3/|http/client\.py"),
+    ("HTTP server (gevent pywsgi, relay_worker)", r"gevent/pywsgi\.py|\(relay_worker\.py"),
     ("gunicorn HTTP parser", r"gunicorn/http/(parser|message|unreader|body)"),
     ("gunicorn response/write", r"gunicorn/"),
     ("logging (loguru)", r"loguru/"),
@@ -37,7 +38,7 @@ CATEGORIES = [
     ("JSON encode/decode", r"json/|orjson"),
     ("usage ledger (sqlalchemy)", r"sqlalchemy/|services/usage/"),
     ("flask / werkzeug", r"flask/|werkzeug/"),
-    ("Relay's own code", r"services/|blueprints/|app\.py|wsgi\.py"),
+    ("Relay's own code", r"\((services|blueprints)/|\((app|wsgi)\.py"),
     ("gevent hub / other", r"gevent/"),
 ]
 

@@ -227,7 +227,7 @@ class _Connection(HTTPConnection):
             and body
             and not kw.get("chunked")
             and headers is not None
-            and "content-length" in (name.lower() for name in headers)
+            and _says_length(headers)
             and self._tunnel_host is None  # a proxy's CONNECT is the first write then
         ):
             self._glued, body = body, None
@@ -244,6 +244,12 @@ class _Connection(HTTPConnection):
 
 class _TLSConnection(_Connection, HTTPSConnection):
     pass
+
+
+def _says_length(headers: Any) -> bool:
+    if isinstance(headers, CaseInsensitiveDict):  # what the adapter passes: one lookup
+        return "content-length" in headers
+    return "content-length" in (name.lower() for name in headers)
 
 
 def _peek_alive(sock: Any, otherwise: Any) -> bool:
