@@ -18,6 +18,7 @@ parser: less work per request (docs/design.md §3.5). As shipped it differs from
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gevent import Timeout
@@ -26,6 +27,10 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler  # type: 
 
 class _HeadersTooLarge(ValueError):
     """More header lines, or a longer one, than gunicorn's limits allow."""
+
+
+class _BadHeaderLine(ValueError):
+    """A header line gunicorn's parser refuses: http.client would read it another way."""
 
 
 class _RequestLineTooLong(ValueError):
@@ -48,6 +53,13 @@ _TOO_LARGE = (
 )
 
 
+# A header line as gunicorn accepts it: a token, a colon, a value without CR, LF or NUL, CRLF.
+# http.client alone drops every header after a line it cannot read, joins folded lines and
+# splits a line at a bare CR: each a way to hide a Content-Length from a proxy in front.
+_FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n")
+_DIGITS = re.compile(r"[0-9]+")
+
+
 class _BoundedLines:
     """The request's header lines as http.client reads them, within gunicorn's limits."""
 
@@ -60,6 +72,8 @@ class _BoundedLines:
             self.fields_left -= 1
         if self.fields_left < 0 or len(line) > self.field_size + 2:
             raise _HeadersTooLarge("request header fields too large")
+        if line not in (b"\r\n", b"") and not _FIELD_LINE.fullmatch(line):
+            raise _BadHeaderLine(f"invalid header line: {line[:64]!r}")
         return line
 
 
@@ -101,6 +115,9 @@ class RelayHandler(PyWSGIHandler):  # type: ignore[misc]  # gunicorn is untyped
         codings = [c.strip().lower() for c in headers.get_all("transfer-encoding") or []]
         if len(lengths) > 1 or (codings and (lengths or codings != ["chunked"])):
             raise ValueError(f"ambiguous framing: {lengths} {codings}")
+        # Digits only, as gunicorn reads it: int() alone takes "+5" and "1_0".
+        if lengths and not _DIGITS.fullmatch(lengths[0].strip(" \t")):
+            raise ValueError(f"invalid Content-Length: {lengths[0]!r}")
         return headers
 
     def _handle_client_error(self, ex: Exception) -> Any:

@@ -1,0 +1,68 @@
+"""Request smuggling past Relay's pywsgi worker (relay_worker.py): every header block that
+gunicorn's own parser refuses, and that hides or bends a body's framing, is a 400 under both
+worker classes and ends the connection, so no byte of the body is ever read as a next request
+(docs/design.md §3.5). Raw sockets: the point is the bytes on the wire."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+WORKERS = ["gevent", "relay_worker.RelayWorker"]
+# The body each request below declares: a whole request of its own, if framing is misread.
+SMUGGLED = b"GET /health HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+LENGTH = b"%d" % len(SMUGGLED)
+
+
+@pytest.fixture(scope="module", params=WORKERS)
+def gateway(request, start_module_gateway, fake_ollama):
+    gw = start_module_gateway(
+        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_CACHE_TTL": "0"},
+        args=["-k", request.param],
+    )
+    assert f"Using worker: {request.param}" in gw.logs()
+    return gw
+
+
+def exchange(gateway, data: bytes) -> bytes:
+    """Send `data`, then read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-A: a\rContent-Length: " + LENGTH + b"\r\n",  # a bare CR splits one line in two
+        b"Not a header line\r\nContent-Length: " + LENGTH + b"\r\n",  # hides what follows
+        b"Content-Length : " + LENGTH + b"\r\n",  # a space before the colon
+        b"X-A: a\r\n Content-Length: " + LENGTH + b"\r\n",  # obs-fold
+        b"Content-Length: " + LENGTH + b"\nX-B: b\r\n",  # a bare LF inside the block
+        b"Content-Length: +" + LENGTH + b"\r\n",
+        b"Content-Length: " + LENGTH[:1] + b"_" + LENGTH[1:] + b"\r\n",  # int() reads 3_7
+        b"X-A: a\x00b\r\nContent-Length: " + LENGTH + b"\r\n",
+    ],
+    ids=[
+        "bare-cr",
+        "line-without-colon",
+        "space-before-colon",
+        "obs-fold",
+        "bare-lf",
+        "plus-length",
+        "underscore-length",
+        "nul-in-value",
+    ],
+)
+def test_a_header_block_gunicorn_refuses_is_400_and_no_body_byte_is_a_request(gateway, headers):
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\n" + headers + b"\r\n" + SMUGGLED
+    )
+    answer = exchange(gateway, request)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"application/json" not in answer  # the server refused it, not the app
+    assert answer.count(b"HTTP/1.1 ") == 1  # /health never answered: nothing was smuggled
