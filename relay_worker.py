@@ -58,6 +58,9 @@ _TOO_LARGE = (
 # splits a line at a bare CR: each a way to hide a Content-Length from a proxy in front.
 _FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n")
 _DIGITS = re.compile(r"[0-9]+")
+# The request line as gunicorn accepts it: a method token, a target, a version, single spaces,
+# CRLF. pywsgi alone takes HTTP/0.9's two words, any whitespace between them and a bare LF.
+_REQUEST_LINE = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]\r\n")
 
 
 class _BoundedLines:
@@ -102,6 +105,8 @@ class RelayHandler(PyWSGIHandler):  # type: ignore[misc]  # gunicorn is untyped
     def read_request(self, raw_requestline: str) -> Any:
         if len(raw_requestline.rstrip()) > self.worker.cfg.limit_request_line:
             raise _RequestLineTooLong("request line too long")
+        if not _REQUEST_LINE.fullmatch(raw_requestline):
+            raise ValueError(f"invalid request line: {raw_requestline[:64]!r}")
         return super().read_request(raw_requestline)
 
     def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's name

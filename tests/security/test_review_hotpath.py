@@ -66,3 +66,20 @@ def test_a_header_block_gunicorn_refuses_is_400_and_no_body_byte_is_a_request(ga
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"application/json" not in answer  # the server refused it, not the app
     assert answer.count(b"HTTP/1.1 ") == 1  # /health never answered: nothing was smuggled
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET /health\r\n",  # HTTP/0.9: no version, no headers
+        b"GET /health\x0bHTTP/1.1\r\n",  # a vertical tab for a space
+        b"GET  /health HTTP/1.1\r\n",  # two spaces
+        b"GET /health HTTP/1.1\n",  # a bare LF
+        b"G@T /health HTTP/1.1\r\n",  # a method that is no token
+    ],
+    ids=["http-0.9", "vertical-tab", "two-spaces", "bare-lf", "method-not-a-token"],
+)
+def test_a_request_line_gunicorn_refuses_never_reaches_the_app(gateway, line):
+    answer = exchange(gateway, line + b"Host: relay\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"application/json" not in answer  # the server refused it, not the app
