@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from flask import Flask, Response, current_app, g, request
+from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 
 from services.access.upload_slots import UploadSlots
 from services.common import server_connection
@@ -117,6 +118,8 @@ class _Receipt:
         try:
             chunk: bytes | None = self.stream.read(size)
         except OSError:  # NoMoreData, pywsgi's IOError: the client (or the watchdog) ended it
+            chunk = None
+        except ParseException:  # gunicorn's worker on a bad chunk size or trailer: not a 500
             chunk = None
         if self.refused or self.expired or chunk is None:
             self.finish()

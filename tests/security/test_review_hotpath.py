@@ -1,7 +1,8 @@
-"""Request smuggling past Relay's pywsgi worker (relay_worker.py): every header block that
-gunicorn's own parser refuses, and that hides or bends a body's framing, is a 400 under both
-worker classes and ends the connection, so no byte of the body is ever read as a next request
-(docs/design.md §3.5). Raw sockets: the point is the bytes on the wire."""
+"""Request smuggling past Relay's pywsgi worker (relay_worker.py): every request line or
+header block that gunicorn's own parser refuses, and that could hide or bend a body's framing,
+is a 400 under both worker classes and ends the connection, so no byte of the body is ever read
+as a next request; a malformed chunked body is a 400 under both (docs/design.md §3.5).
+Raw sockets: the point is the bytes on the wire."""
 
 from __future__ import annotations
 
@@ -83,3 +84,14 @@ def test_a_request_line_gunicorn_refuses_never_reaches_the_app(gateway, line):
     answer = exchange(gateway, line + b"Host: relay\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"application/json" not in answer  # the server refused it, not the app
+
+
+def test_a_malformed_chunk_is_a_400_never_a_500(gateway):
+    # gunicorn's own worker raises its parser's errors from the body's read, not OSError.
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n"
+    )
+    answer = exchange(gateway, request)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.count(b"HTTP/1.1 ") == 1
