@@ -14,6 +14,8 @@ parser: less work per request (docs/design.md §3.5). As shipped it differs from
   `limit_request_field_size` (431); a bad request line or header is a 400, never a 500;
 - a body is framed one way only: a Content-Length with chunked, two lengths or another coding
   are refused, as gunicorn's parser refuses them.
+- request lines and header lines follow gunicorn's syntax, and a Content-Length is digits:
+  http.client alone reads malformed header blocks in ways that hide a body's framing.
 """
 
 from __future__ import annotations
