@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Mapping
 from datetime import timedelta
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -43,6 +44,9 @@ class Transport:
         # Don't consult proxy variables and .netrc on every call: it costs a scan of the
         # environment per request, and upstream addresses come from Relay's configuration.
         self.session.trust_env = False
+        # One session serves every caller: a cookie an upstream sets on one caller's request
+        # must never ride along on the next, which may be another key's. The jar keeps none.
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         # One pool slot per concurrent request of the worker, or gevent requests queue up
         # behind the default ten (gevent/gevent#355).
         self.adapter = _Adapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
