@@ -202,6 +202,26 @@ def start_module_gateway(
     yield from _gateway_factory(tmp_path_factory)
 
 
+# The worker classes Relay runs under (docs/design.md §3.5): its own pywsgi one, the default, and
+# gunicorn's gevent worker.
+WORKER_CLASSES = ["gevent", "relay_worker.RelayWorker"]
+
+
+@pytest.fixture(scope="module", params=WORKER_CLASSES)
+def worker_gateway(
+    request: pytest.FixtureRequest,
+    start_module_gateway: Callable[..., Gateway],
+    fake_ollama: FakeOllama,
+) -> Gateway:
+    """A gateway on the fake Ollama, once under each worker class."""
+    gw = start_module_gateway(
+        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_CACHE_TTL": "0"},
+        args=["-k", request.param],
+    )
+    assert f"Using worker: {request.param}" in gw.logs()
+    return gw
+
+
 @pytest.fixture(scope="session")
 def start_session_gateway(
     tmp_path_factory: pytest.TempPathFactory,

@@ -6,34 +6,13 @@ Raw sockets: the point is the bytes on the wire."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-WORKERS = ["gevent", "relay_worker.RelayWorker"]
+from tests.raw_http import exchange
+
 # The body each request below declares: a whole request of its own, if framing is misread.
 SMUGGLED = b"GET /health HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
 LENGTH = b"%d" % len(SMUGGLED)
-
-
-@pytest.fixture(scope="module", params=WORKERS)
-def gateway(request, start_module_gateway, fake_ollama):
-    gw = start_module_gateway(
-        {"OLLAMA_BASE_URL": fake_ollama.url, "RELAY_CACHE_TTL": "0"},
-        args=["-k", request.param],
-    )
-    assert f"Using worker: {request.param}" in gw.logs()
-    return gw
-
-
-def exchange(gateway, data: bytes) -> bytes:
-    """Send `data`, then read until the server closes the connection."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
-        sock.sendall(data)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-        return received
 
 
 @pytest.mark.parametrize(
@@ -59,11 +38,13 @@ def exchange(gateway, data: bytes) -> bytes:
         "nul-in-value",
     ],
 )
-def test_a_header_block_gunicorn_refuses_is_400_and_no_body_byte_is_a_request(gateway, headers):
+def test_a_header_block_gunicorn_refuses_is_400_and_no_body_byte_is_a_request(
+    worker_gateway, headers
+):
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\n" + headers + b"\r\n" + SMUGGLED
     )
-    answer = exchange(gateway, request)
+    answer = exchange(worker_gateway, request)
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"application/json" not in answer  # the server refused it, not the app
     assert answer.count(b"HTTP/1.1 ") == 1  # /health never answered: nothing was smuggled
@@ -80,18 +61,18 @@ def test_a_header_block_gunicorn_refuses_is_400_and_no_body_byte_is_a_request(ga
     ],
     ids=["http-0.9", "vertical-tab", "two-spaces", "bare-lf", "method-not-a-token"],
 )
-def test_a_request_line_gunicorn_refuses_never_reaches_the_app(gateway, line):
-    answer = exchange(gateway, line + b"Host: relay\r\nConnection: close\r\n\r\n")
+def test_a_request_line_gunicorn_refuses_never_reaches_the_app(worker_gateway, line):
+    answer = exchange(worker_gateway, line + b"Host: relay\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"application/json" not in answer  # the server refused it, not the app
 
 
-def test_a_malformed_chunk_is_a_400_never_a_500(gateway):
+def test_a_malformed_chunk_is_a_400_never_a_500(worker_gateway):
     # gunicorn's own worker raises its parser's errors from the body's read, not OSError.
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n"
         b"Connection: close\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n"
     )
-    answer = exchange(gateway, request)
+    answer = exchange(worker_gateway, request)
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert answer.count(b"HTTP/1.1 ") == 1
