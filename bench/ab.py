@@ -18,56 +18,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.compare import CHAT, KEY, Target, free_port, start, start_fake, wait_for, wrk
+from bench.compare import CHAT, Target, start_fake, start_relay, wrk, wrk_cpu
 
 
 def start_gateway(checkout: Path, upstream: str, name: str, extra: dict[str, str]) -> Target:
-    port = free_port()
-    env = {
-        "RELAY_ENV_FILE": "",
-        "PORT": str(port),
-        "OLLAMA_BASE_URL": upstream,
-        "RELAY_API_KEYS": KEY,
-        "LOG_LEVEL": "warn",
-        "RELAY_WORKER_CONNECTIONS": "4000",
-        "RELAY_CACHE_TTL": "0",
-        "RELAY_WORKERS": "1",
-        **extra,
-    }
-    python = str(checkout / ".venv" / "bin" / "python")
-    if not Path(python).exists():
-        python = sys.executable
-    proc = start([python, "-m", "gunicorn", "wsgi:app"], env, cwd=checkout)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health")
-    headers = {"Authorization": f"Bearer {KEY}"}
-    return Target(name, url, "/v1/chat/completions", CHAT, headers, proc)
-
-
-def worker_pid(target: Target) -> int:
-    assert target.proc is not None
-    master = target.proc.pid
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return int(children[0])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process: less noisy than throughput on a shared machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measure(target: Target, conns: int, seconds: int, workdir: Path) -> dict[str, float]:
-    pid = worker_pid(target)
-    before = cpu_seconds(pid)
-    result = wrk(target, conns, seconds, workdir)
-    used = cpu_seconds(pid) - before
-    result["cpu_us"] = used / max(1.0, result["rps"] * seconds) * 1e6
-    return result
+    """One gevent worker of `checkout` on `upstream`, reply cache off, no limits."""
+    return start_relay(upstream, checkout=checkout, name=name, extra=extra)[0]
 
 
 def main() -> None:
@@ -102,7 +61,7 @@ def main() -> None:
                     for target in order:
                         target.body = body
                         results[name][target.name].append(
-                            measure(target, conns, args.seconds, workdir)
+                            wrk_cpu(target, conns, args.seconds, workdir)
                         )
     finally:
         for target in (a, b):

@@ -136,6 +136,7 @@ def start_relay(
     checkout: Path = ROOT,
     name: str = "Relay",
     workers: int = 1,
+    extra: dict[str, str] | None = None,
 ) -> tuple[Target, float]:
     """Relay from `checkout` (its own .venv's python if it has one) under gunicorn."""
     port = free_port()
@@ -154,6 +155,7 @@ def start_relay(
         "RELAY_CACHE_TTL": "300" if cache else "0",
         # Every gateway gets the same body (no temperature), which only `all` caches.
         "RELAY_CACHE_MODE": "all",
+        **(extra or {}),
     }
     python = checkout / ".venv" / "bin" / "python"
     cmd = [str(python) if python.exists() else sys.executable, "-m", "gunicorn", "wsgi:app"]
@@ -356,9 +358,9 @@ def run(args: argparse.Namespace, workdir: Path, r: dict[str, Any]) -> None:
 
 
 def wrk_cpu(target: Target, connections: int, seconds: int, workdir: Path) -> dict[str, float]:
-    """wrk, and for a Relay its worker's CPU time per request: the figure a busy machine
-    disturbs least (as in bench/ab.py)."""
-    if not target.name.startswith("Relay"):
+    """wrk, and for a server under gunicorn its worker's CPU time per request: the figure a busy
+    machine disturbs least."""
+    if target.name in ("direct", "LiteLLM"):
         return wrk(target, connections, seconds, workdir)
     pid = worker_pid(target)
     used = cpu_seconds(pid)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import gevent
 
-from bench.ab import cpu_seconds, start_gateway, worker_pid
-from bench.compare import CHAT, Target, start_fake
+from bench.ab import start_gateway
+from bench.compare import CHAT, Target, cpu_seconds, start_fake, worker_pid
 from tests.observe import rss_kib
 
 

@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.ab import start_gateway, worker_pid
-from bench.compare import CHAT, ROOT, start_fake
+from bench.ab import start_gateway
+from bench.compare import CHAT, ROOT, start_fake, worker_pid
 
 LOAD = ("nonstream", False), ("stream", True)
 
