@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.compare import CHAT, Target, start_fake, start_relay, wrk, wrk_cpu
+from bench.servers import CHAT, Target, start_fake, start_relay, wrk, wrk_cpu
 
 
 def start_gateway(checkout: Path, upstream: str, name: str, extra: dict[str, str]) -> Target:

@@ -24,7 +24,7 @@ from pathlib import Path
 import gevent
 
 from bench.ab import start_gateway
-from bench.compare import CHAT, Target, cpu_seconds, start_fake, worker_pid
+from bench.servers import CHAT, Target, cpu_seconds, start_fake, worker_pid
 from tests.observe import rss_kib
 
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.ab import start_gateway
-from bench.compare import CHAT, ROOT, start_fake, worker_pid
+from bench.servers import CHAT, ROOT, start_fake, worker_pid
 
 LOAD = ("nonstream", False), ("stream", True)
 
